@@ -1,0 +1,41 @@
+"""The compressor plugin interface: a name, typed parameters, and `apply`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from harness.params import params_as_dict
+
+
+class Compressor:
+    """Base class of compression methods. Subclasses set `name`, `description`, a `Params` dataclass and `apply`.
+
+    `apply` changes the loaded model in place and returns what the compression cost, as the method counts it
+    (e.g. {"ablations": 190, "distillation_steps": 2000}); the harness adds the wall time.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""  # read by `harness list` for plugins; built-ins describe themselves on registration
+
+    @dataclass(frozen=True)
+    class Params:
+        pass
+
+    def __init__(self, params: Any = None) -> None:
+        self.params = params if params is not None else self.Params()
+
+    def resolved_params(self) -> dict[str, Any]:
+        return params_as_dict(self.params)
+
+    def cache_identity(self) -> tuple[str, str]:
+        """(name, canonical parameters): what makes its images differ from every other chain's."""
+        return self.name, json.dumps(self.resolved_params(), sort_keys=True)
+
+    @property
+    def changes_model(self) -> bool:
+        return True
+
+    def apply(self, model: Any) -> dict[str, Any]:
+        raise NotImplementedError

@@ -1,0 +1,135 @@
+"""The `harness` command. Imports stay light here: torch and diffusers load inside the commands that need them."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from harness.errors import UsageError
+from harness.registry import COMPRESSORS, MODELS, SUITES
+
+REGISTRIES = {"models": MODELS, "methods": COMPRESSORS, "suites": SUITES}
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+
+
+def _split(text: str, sep: str) -> list[str]:
+    parts = [part.strip() for part in text.split(sep)]
+    if not all(parts):
+        raise argparse.ArgumentTypeError(f"'{text}' has an empty name (names are separated by '{sep}')")
+    return parts
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from harness.generation import SEED_MODES
+    from harness.runner import default_cache_dir
+
+    parser = argparse.ArgumentParser(
+        prog="harness",
+        description="Compress text-to-image diffusion transformers (SD3.5, FLUX) and measure what it costs.",
+        epilog="Example: harness run --method none --suite fidelity   (the tiny default model, on the CPU)",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    listing = commands.add_parser("list", help="list registered models, methods and suites")
+    listing.add_argument("kind", nargs="?", choices=sorted(REGISTRIES), help="only this kind (default: all)")
+
+    run = commands.add_parser(
+        "run", help="compress a model, generate images (cached) and score them with suites",
+        description="Apply a compressor chain to a model, generate each suite's images (cached, resumable, "
+        "shardable with `accelerate launch -m harness run ...`) and write results/runs/<run-id>/results.json. "
+        "The last line printed is the path of results.json.",
+    )
+    run.add_argument("--model", default="tiny-sd3",
+                     help="registered model name, local diffusers folder or Hub repo id (default: tiny-sd3)")
+    run.add_argument("--weights", help="local diffusers folder holding the weights of a registered model")
+    run.add_argument("--method", default="none", type=lambda t: _split(t, "+"),
+                     help="compressor chain applied in order, e.g. 'none' or 'a+b' (default: none)")
+    run.add_argument("--suite", default="fidelity", type=lambda t: _split(t, ","),
+                     help="comma-separated suites (default: fidelity)")
+    run.add_argument("--limit", type=_positive_int, help="use only the first N prompts of each suite")
+    run.add_argument("--seed", type=_int, default=0, help="base seed (default: 0)")
+    run.add_argument("--seed-mode", choices=SEED_MODES, default="per-image",
+                     help="per-image: a seed per (prompt, sample); per-prompt: one generator per prompt seeded "
+                     "with --seed, as GenEval's and HierarchicalPrune's scripts do (default: per-image)")
+    run.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    run.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], help="default: the model's")
+    run.add_argument("--batch-size", type=_positive_int, default=4, help="images per batch (default: 4)")
+    run.add_argument("--output-dir", type=Path, default=Path("results/runs"),
+                     help="where run folders are written (default: results/runs)")
+    run.add_argument("--cache-dir", type=Path, default=None,
+                     help=f"image cache (default: $HARNESS_CACHE_DIR or {default_cache_dir()})")
+    run.add_argument("--set", dest="settings", action="append", default=[], metavar="SCOPE.KEY=VALUE",
+                     help="set a parameter of a method, a suite or the sampling, e.g. "
+                     "--set sampling.num_inference_steps=8 --set fidelity.samples_per_prompt=2 (repeatable)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def _list(kind: str | None) -> None:
+    for name_of_kind, registry in REGISTRIES.items():
+        if kind not in (None, name_of_kind):
+            continue
+        if kind is None:
+            print(f"{name_of_kind}:")
+        names = registry.names()
+        width = max(map(len, names), default=0)
+        for name in names:
+            origin = registry.entry(name).origin
+            suffix = "" if origin == "builtin" else f" [{origin}]"
+            print(f"{'  ' if kind is None else ''}{name:<{width}}  {registry.describe(name)}{suffix}")
+
+
+def _run(args: argparse.Namespace) -> None:
+    from harness.runner import RunOptions, default_cache_dir, run
+
+    options = RunOptions(
+        model=args.model, weights=args.weights, methods=args.method, suites=args.suite, limit=args.limit,
+        seed=args.seed, seed_mode=args.seed_mode, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
+        output_dir=args.output_dir, cache_dir=args.cache_dir or default_cache_dir(), settings=args.settings,
+        progress=not args.no_progress,
+    )
+    path = run(options)
+    if path is not None:
+        from harness.results import load_results
+
+        for key, value in load_results(path)["metrics"].items():
+            print(f"{key} = {value:.4f}" if isinstance(value, float) else f"{key} = {value}")
+        print(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "list":
+            _list(args.kind)
+        elif args.command == "run":
+            _run(args)
+    except UsageError as exc:
+        print(f"harness: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("harness: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""Deterministic, cached, resumable, shardable image generation.
+
+Pixels depend on the model, the compressor chain, the sampling settings, the seed AND on which images share a batch
+(batched kernels round differently). So the batch plan is a pure function of the full request list and the batch
+size, and every image's cache key names its batch's members and its position in it: a resumed remainder, a shard or
+a subset can never reuse an image made under different conditions, and reproduces the same bits when it runs the
+same batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+SeedMode = Literal["per-image", "per-prompt"]
+SEED_MODES: tuple[str, ...] = ("per-image", "per-prompt")
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    """One image to generate: a prompt of a suite, and which of its samples."""
+
+    prompt: str
+    prompt_index: int
+    sample_index: int
+
+
+def image_seed(base_seed: int, prompt_index: int, sample_index: int) -> int:
+    """The per-image seed of the default mode: independent of batching, order, subset and shard."""
+    digest = hashlib.sha256(f"{base_seed}:{prompt_index}:{sample_index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+@dataclass(frozen=True)
+class GenerationSetup:
+    """Everything besides the requests that decides the pixels. Its digest is part of every cache key.
+
+    seed_mode "per-image": each image has its own generator seeded by image_seed(base_seed, prompt, sample), on the
+    CPU so noise does not depend on the device. "per-prompt": the official protocols' seeding (GenEval's reference
+    script, the HierarchicalPrune release): one generator per prompt, seeded with base_seed, on the run's device,
+    drawing the prompt's samples batch after batch.
+    """
+
+    model_fingerprint: str
+    dtype: str
+    device: str  # "cpu" or the accelerator's name: kernels differ between devices
+    chain: tuple[tuple[str, str], ...]  # (compressor name, canonical JSON of its resolved parameters)
+    sampling: str  # canonical JSON of the SamplingSettings
+    seed_mode: SeedMode
+    base_seed: int
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
+
+    def seed_of(self, request: ImageRequest) -> int:
+        if self.seed_mode == "per-image":
+            return image_seed(self.base_seed, request.prompt_index, request.sample_index)
+        return self.base_seed
+
+
+@dataclass(frozen=True)
+class PlannedBatch:
+    index: int
+    requests: tuple[ImageRequest, ...]
+    keys: tuple[str, ...]  # the cache key of each image, in batch order
+
+
+def plan_batches(setup: GenerationSetup, requests: Sequence[ImageRequest], batch_size: int) -> list[PlannedBatch]:
+    """Fixed batches: consecutive chunks of the request list (per-prompt mode: never mixing prompts)."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    groups: list[list[ImageRequest]] = []
+    if setup.seed_mode == "per-image":
+        groups = [list(requests)]
+    else:
+        by_prompt: dict[int, list[ImageRequest]] = {}
+        for request in requests:
+            by_prompt.setdefault(request.prompt_index, []).append(request)
+        groups = list(by_prompt.values())
+    setup_digest = setup.digest()
+    batches = []
+    for group in groups:
+        for start in range(0, len(group), batch_size):
+            members = tuple(group[start : start + batch_size])
+            members_json = json.dumps([asdict(r) for r in members], sort_keys=True)
+            batch_digest = hashlib.sha256(f"{setup_digest}|{members_json}".encode()).hexdigest()
+            keys = tuple(hashlib.sha256(f"{batch_digest}|{i}".encode()).hexdigest() for i in range(len(members)))
+            batches.append(PlannedBatch(len(batches), members, keys))
+    return batches
+
+
+class ImageCache:
+    """PNG files under `root`, one per cache key, each written atomically (temporary file + rename)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def path(self, key: str) -> Path:
+        return self.root / "images" / key[:2] / f"{key}.png"
+
+    def has(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def read(self, key: str) -> np.ndarray:
+        from PIL import Image
+
+        with Image.open(self.path(key)) as image:
+            return np.array(image.convert("RGB"))
+
+    def write(self, key: str, image: np.ndarray) -> None:
+        from PIL import Image
+
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        Image.fromarray(image).save(temporary, format="PNG")
+        os.replace(temporary, target)
+
+
+@dataclass
+class GenerationStats:
+    generated: int = 0
+    cached: int = 0
+    seconds: float = 0.0
+
+    def add(self, other: GenerationStats) -> None:
+        self.generated += other.generated
+        self.cached += other.cached
+        self.seconds += other.seconds
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """Float images in [0, 1] to uint8, rounding as diffusers' numpy_to_pil does."""
+    return (np.clip(images, 0.0, 1.0) * 255).round().astype(np.uint8)
+
+
+def generate(
+    model: Any,
+    setup: GenerationSetup,
+    requests: Sequence[ImageRequest],
+    cache: ImageCache,
+    *,
+    batch_size: int,
+    sampling: Any,
+    rank: int = 0,
+    world_size: int = 1,
+    description: str = "generating",
+    progress: bool = True,
+) -> GenerationStats:
+    """Generate every request this process owns (batch index modulo world_size) that the cache lacks."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from harness.models.families import call_kwargs, draw_noise
+
+    all_batches = plan_batches(setup, requests, batch_size)
+    batches = [b for b in all_batches if b.index % world_size == rank]
+    stats = GenerationStats()
+    todo = []
+    for batch in batches:
+        missing = sum(not cache.has(k) for k in batch.keys)
+        stats.cached += len(batch.keys) - missing
+        if missing:
+            todo.append(batch)
+    family, pipeline = model.spec.family, model.pipeline
+    # per-prompt mode: one generator per prompt, advanced over the prompt's earlier batches (replayed draws if cached)
+    prompt_generators: dict[int, tuple[torch.Generator, int]] = {}
+
+    def prompt_noise(batch: PlannedBatch) -> torch.Tensor:
+        prompt_index = batch.requests[0].prompt_index
+        generator, next_batch = prompt_generators.get(prompt_index, (None, 0))
+        if generator is None:
+            generator = torch.Generator(model.device).manual_seed(setup.base_seed)
+            next_batch = next(b.index for b in all_batches if b.requests[0].prompt_index == prompt_index)
+        for earlier in all_batches[next_batch : batch.index]:  # replay draws of batches not generated here
+            draw_noise(pipeline, family, len(earlier.requests), sampling, generator, model.device, model.dtype)
+        noise = draw_noise(pipeline, family, len(batch.requests), sampling, generator, model.device, model.dtype)
+        prompt_generators[prompt_index] = (generator, batch.index + 1)
+        return noise
+
+    started = time.perf_counter()
+    total = sum(len(b.keys) for b in batches)
+    with tqdm(total=total, initial=stats.cached, unit="img", desc=description, disable=not progress,
+              file=sys.stderr, dynamic_ncols=True) as bar:
+        for batch in todo:
+            if setup.seed_mode == "per-image":
+                generators = [torch.Generator("cpu").manual_seed(setup.seed_of(r)) for r in batch.requests]
+                noise = draw_noise(pipeline, family, len(batch.requests), sampling, generators, model.device,
+                                   model.dtype)
+            else:
+                noise = prompt_noise(batch)
+            with torch.inference_mode():
+                output = pipeline(
+                    prompt=[r.prompt for r in batch.requests],
+                    latents=noise,
+                    output_type="np",
+                    **call_kwargs(family, sampling, len(batch.requests)),
+                )
+            for key, image in zip(batch.keys, to_uint8(np.asarray(output.images))):
+                if not cache.has(key):
+                    cache.write(key, image)
+                    stats.generated += 1
+                    bar.update(1)
+    stats.seconds = time.perf_counter() - started
+    return stats

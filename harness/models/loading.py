@@ -1,0 +1,182 @@
+"""Resolve `--model` to a ModelSpec and load it as a diffusers pipeline, with a fingerprint of its exact weights.
+
+Weights load only through safetensors: never unpickle a file the user did not write.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UsageError, unknown_name_error
+from harness.models.spec import ModelSpec, SamplingSettings
+from harness.registry import MODELS
+
+# Sampling for a folder or repo id that is not a registered preset; `--set sampling.<field>=` overrides it.
+FAMILY_DEFAULT_SAMPLING = {
+    "sd3": SamplingSettings(num_inference_steps=28, guidance_scale=7.0, max_sequence_length=256),
+    "flux": SamplingSettings(num_inference_steps=28, guidance_scale=3.5, max_sequence_length=512, negative_prompt=None),
+}
+
+
+@dataclass
+class LoadedModel:
+    spec: ModelSpec
+    pipeline: Any
+    fingerprint: str  # identifies the exact weights: "hf:<repo>@<commit>" or "sha256:<digest>"
+    source: str  # repo id, folder, or "built from config"
+    device: Any  # torch.device
+    dtype: Any  # torch.dtype
+
+    @property
+    def transformer(self) -> Any:
+        return self.pipeline.transformer
+
+
+def _read_model_index(folder: Path) -> dict[str, Any]:
+    index = folder / "model_index.json"
+    if not folder.is_dir() or not index.is_file():
+        raise UsageError(
+            f"'{folder}' is not a diffusers pipeline folder (no model_index.json). Pass a folder written by "
+            "`pipeline.save_pretrained(...)` or downloaded with `hf download <repo> --local-dir <folder>`."
+        )
+    try:
+        return json.loads(index.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"'{index}' is not valid JSON ({exc}); the folder is damaged: download it again.") from None
+
+
+def _family_of_folder(folder: Path) -> str:
+    from harness.models.families import PIPELINE_CLASS_NAMES, family_of
+
+    class_name = _read_model_index(folder).get("_class_name", "")
+    family = family_of(class_name)
+    if family is None:
+        raise UsageError(
+            f"'{folder}' holds a {class_name or 'unnamed'} pipeline; the harness supports "
+            f"{', '.join(PIPELINE_CLASS_NAMES.values())}."
+        )
+    return family
+
+
+def resolve_model(name: str) -> ModelSpec:
+    """A registered model name, a local diffusers folder, or a Hub repo id ("org/name")."""
+    if name in MODELS.names():
+        return MODELS.get(name)
+    path = Path(name).expanduser()
+    if path.exists():
+        family = _family_of_folder(path)
+        return ModelSpec(
+            name=path.resolve().name,
+            description=f"local folder {path}",
+            family=family,  # type: ignore[arg-type]
+            sampling=FAMILY_DEFAULT_SAMPLING[family],
+            transformer_config={},
+            repo_id=str(path.resolve()),
+        )
+    if name.count("/") == 1 and not name.startswith((".", "/")):
+        return ModelSpec(
+            name=name,
+            description=f"Hub repo {name}",
+            family="sd3",  # checked against the repo's model_index.json once it is downloaded
+            sampling=FAMILY_DEFAULT_SAMPLING["sd3"],
+            transformer_config={},
+            repo_id=name,
+        )
+    raise unknown_name_error("model", name, MODELS.names())
+
+
+def _download(repo_id: str, revision: str | None) -> Path:
+    """The local snapshot folder of a Hub repo (from the cache when offline)."""
+    from diffusers import DiffusionPipeline
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    try:
+        return Path(DiffusionPipeline.download(repo_id, revision=revision, use_safetensors=True))
+    except Exception as exc:  # the hub client raises a dozen types for "cannot get these files"
+        where = "are not in the local Hugging Face cache and HF_HUB_OFFLINE is set" if offline else (
+            f"could not be downloaded ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        )
+        raise UsageError(
+            f"the weights of '{repo_id}' {where}. Download them where the Hub is reachable "
+            f"(`hf download {repo_id}`, after accepting the model's licence on its Hub page and `hf auth login`), "
+            "then either copy the Hugging Face cache here or pass the folder with --weights <folder>."
+        ) from None
+
+
+def _hash_folder(folder: Path) -> str:
+    """sha256 over every file's relative path and content: any changed byte changes the fingerprint."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(str(file.relative_to(folder)).encode())
+        with file.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 24), b""):
+                digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
+def hash_modules(pipeline: Any) -> str:
+    """sha256 over the parameters and buffers of every torch module of a pipeline built in memory."""
+    import torch
+
+    digest = hashlib.sha256()
+    for component_name, component in sorted(pipeline.components.items()):
+        if not isinstance(component, torch.nn.Module):
+            continue
+        for key, tensor in sorted(component.state_dict().items()):
+            flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+            digest.update(f"{component_name}.{key}:{flat.dtype}:{tuple(tensor.shape)}".encode())
+            digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return "sha256:" + digest.hexdigest()
+
+
+def _snapshot_commit(folder: Path) -> str | None:
+    # Hub cache layout: .../models--org--name/snapshots/<commit>/
+    return folder.name if folder.parent.name == "snapshots" and len(folder.name) == 40 else None
+
+
+def load_model(spec: ModelSpec, *, weights: str | None, device: str, dtype: str | None = None) -> LoadedModel:
+    """Build or load the pipeline on `device` in `dtype` (default: the spec's)."""
+    import torch
+
+    from harness.models.families import pipeline_class
+
+    torch_dtype = getattr(torch, dtype or spec.dtype)
+    if spec.build is not None and weights is None:
+        pipeline = spec.build()
+        if pipeline.transformer.dtype != torch_dtype:
+            pipeline.to(dtype=torch_dtype)
+        fingerprint, source = hash_modules(pipeline), "built from config"
+    else:
+        if weights is not None:
+            folder = Path(weights).expanduser()
+            if not folder.exists():
+                raise UsageError(f"--weights '{weights}' does not exist")
+        elif Path(spec.repo_id).is_dir():
+            folder = Path(spec.repo_id)
+        else:
+            folder = _download(spec.repo_id, spec.revision)
+        family = _family_of_folder(folder)
+        if family != spec.family and spec.transformer_config:
+            raise UsageError(f"'{folder}' holds a {family} pipeline but model '{spec.name}' is {spec.family}")
+        if family != spec.family:
+            spec = dataclasses.replace(spec, family=family, sampling=FAMILY_DEFAULT_SAMPLING[family])
+        try:
+            pipeline = pipeline_class(family).from_pretrained(folder, torch_dtype=torch_dtype, use_safetensors=True)
+        except Exception as exc:  # diffusers/safetensors raise many types for damaged files
+            first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise UsageError(
+                f"the pipeline in '{folder}' cannot be loaded: {first_line}. A weight file is probably truncated, "
+                "corrupt or missing (only .safetensors weights are loaded): download the model again."
+            ) from None
+        commit = _snapshot_commit(folder)
+        fingerprint = f"hf:{spec.repo_id}@{commit}" if commit else _hash_folder(folder)
+        source = str(folder)
+    pipeline.to(device)
+    pipeline.set_progress_bar_config(disable=True)
+    return LoadedModel(spec, pipeline, fingerprint, source, torch.device(device), torch_dtype)

@@ -1,0 +1,162 @@
+"""The built-in models: the five released SD3.5 / FLUX.1 checkpoints and three tiny random-weight stand-ins.
+
+Sampling settings of the real models are those used for every evaluation of HierarchicalPrune (1024x1024, bf16,
+empty negative prompt for SD3, none for FLUX). Transformer configs are copied from each repo's
+`transformer/config.json`, so an architecture can be built on the meta device without downloading anything.
+Importing this module does not import torch or diffusers: the tiny builders import them when called.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness.models.spec import ModelSpec, SamplingSettings
+from harness.models.tiny import (
+    TINY_FLUX_TRANSFORMER,
+    TINY_SD3_TRANSFORMER,
+    TINY_SD35_MEDIUM_TRANSFORMER,
+    build_tiny_flux,
+    build_tiny_sd3,
+    build_tiny_sd35_medium,
+)
+
+_SD35_LARGE_TRANSFORMER: dict[str, Any] = {
+    "sample_size": 128,
+    "patch_size": 2,
+    "in_channels": 16,
+    "num_layers": 38,
+    "attention_head_dim": 64,
+    "num_attention_heads": 38,
+    "joint_attention_dim": 4096,
+    "caption_projection_dim": 2432,
+    "pooled_projection_dim": 2048,
+    "out_channels": 16,
+    "pos_embed_max_size": 192,
+    "qk_norm": "rms_norm",
+}
+
+_SD35_MEDIUM_TRANSFORMER: dict[str, Any] = {
+    "sample_size": 128,
+    "patch_size": 2,
+    "in_channels": 16,
+    "num_layers": 24,
+    "attention_head_dim": 64,
+    "num_attention_heads": 24,
+    "joint_attention_dim": 4096,
+    "caption_projection_dim": 1536,
+    "pooled_projection_dim": 2048,
+    "out_channels": 16,
+    "pos_embed_max_size": 384,
+    "dual_attention_layers": tuple(range(13)),
+    "qk_norm": "rms_norm",
+}
+
+
+def _flux_transformer(guidance_embeds: bool) -> dict[str, Any]:
+    return {
+        "patch_size": 1,
+        "in_channels": 64,
+        "num_layers": 19,
+        "num_single_layers": 38,
+        "attention_head_dim": 128,
+        "num_attention_heads": 24,
+        "joint_attention_dim": 4096,
+        "pooled_projection_dim": 768,
+        "guidance_embeds": guidance_embeds,
+        "axes_dims_rope": (16, 56, 56),
+    }
+
+
+def _tiny_sampling(guidance_scale: float, negative_prompt: str | None) -> SamplingSettings:
+    return SamplingSettings(
+        num_inference_steps=4,
+        guidance_scale=guidance_scale,
+        height=64,
+        width=64,
+        max_sequence_length=16,
+        negative_prompt=negative_prompt,
+    )
+
+
+_TINY_NOTE = "random weights, built from config in code; for tests and smoke runs, images are noise"
+
+_SPECS = (
+    ModelSpec(
+        name="sd3.5-large",
+        description="Stable Diffusion 3.5 Large: 8.1 B-parameter MMDiT, 38 joint blocks; 28 steps, CFG 3.5",
+        family="sd3",
+        sampling=SamplingSettings(num_inference_steps=28, guidance_scale=3.5, max_sequence_length=512),
+        transformer_config=_SD35_LARGE_TRANSFORMER,
+        repo_id="stabilityai/stable-diffusion-3.5-large",
+    ),
+    ModelSpec(
+        name="sd3.5-large-turbo",
+        description="Stable Diffusion 3.5 Large Turbo: distilled SD3.5 Large; 4 steps, no CFG",
+        family="sd3",
+        sampling=SamplingSettings(num_inference_steps=4, guidance_scale=0.0, max_sequence_length=512),
+        transformer_config=dict(_SD35_LARGE_TRANSFORMER),  # the same architecture, its own copy
+        repo_id="stabilityai/stable-diffusion-3.5-large-turbo",
+    ),
+    ModelSpec(
+        name="sd3.5-medium",
+        description="Stable Diffusion 3.5 Medium: 2.2 B-parameter MMDiT-X, 24 blocks (0-12 dual-attention); "
+        "28 steps, CFG 7",
+        family="sd3",
+        sampling=SamplingSettings(num_inference_steps=28, guidance_scale=7.0, max_sequence_length=256),
+        transformer_config=_SD35_MEDIUM_TRANSFORMER,
+        repo_id="stabilityai/stable-diffusion-3.5-medium",
+    ),
+    ModelSpec(
+        name="flux.1-dev",
+        description="FLUX.1 [dev]: 11.9 B parameters, 19 double + 38 single blocks, guidance-distilled; "
+        "50 steps, guidance 3.5",
+        family="flux",
+        sampling=SamplingSettings(
+            num_inference_steps=50, guidance_scale=3.5, max_sequence_length=512, negative_prompt=None
+        ),
+        transformer_config=_flux_transformer(guidance_embeds=True),
+        repo_id="black-forest-labs/FLUX.1-dev",
+    ),
+    ModelSpec(
+        name="flux.1-schnell",
+        description="FLUX.1 [schnell]: 11.9 B parameters, 19 double + 38 single blocks, timestep-distilled; 4 steps",
+        family="flux",
+        sampling=SamplingSettings(
+            num_inference_steps=4, guidance_scale=0.0, max_sequence_length=256, negative_prompt=None
+        ),
+        transformer_config=_flux_transformer(guidance_embeds=False),
+        repo_id="black-forest-labs/FLUX.1-schnell",
+    ),
+    ModelSpec(
+        name="tiny-sd3",
+        description=f"tiny SD3.5-Large-like pipeline (4 joint blocks, 0.16 M transformer parameters): {_TINY_NOTE}",
+        family="sd3",
+        sampling=_tiny_sampling(guidance_scale=4.0, negative_prompt=""),
+        transformer_config=TINY_SD3_TRANSFORMER,
+        dtype="float32",
+        build=build_tiny_sd3,
+    ),
+    ModelSpec(
+        name="tiny-sd3.5-medium",
+        description="tiny SD3.5-Medium-like pipeline (4 blocks, 2 dual-attention, 0.18 M transformer parameters): "
+        + _TINY_NOTE,
+        family="sd3",
+        sampling=_tiny_sampling(guidance_scale=4.0, negative_prompt=""),
+        transformer_config=TINY_SD35_MEDIUM_TRANSFORMER,
+        dtype="float32",
+        build=build_tiny_sd35_medium,
+    ),
+    ModelSpec(
+        name="tiny-flux",
+        description="tiny FLUX.1-dev-like pipeline (2 double + 2 single blocks, 0.14 M transformer parameters): "
+        + _TINY_NOTE,
+        family="flux",
+        sampling=_tiny_sampling(guidance_scale=3.5, negative_prompt=None),
+        transformer_config=TINY_FLUX_TRANSFORMER,
+        dtype="float32",
+        build=build_tiny_flux,
+    ),
+)
+
+PRESETS: dict[str, ModelSpec] = {spec.name: spec for spec in _SPECS}
+DEFAULT_MODEL = "tiny-sd3"

@@ -1,0 +1,52 @@
+"""What a model is to the harness: where its weights come from, how it samples, and its transformer's architecture."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Family = Literal["sd3", "flux"]
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How images are drawn. Presets carry the official settings; `--set sampling.<field>=...` overrides them."""
+
+    num_inference_steps: int
+    guidance_scale: float
+    height: int = 1024
+    width: int = 1024
+    max_sequence_length: int | None = None  # T5 tokens; None = the pipeline's default
+    negative_prompt: str | None = ""  # SD3 family only; FLUX pipelines take none
+
+    def replace(self, **changes: Any) -> SamplingSettings:
+        return dataclasses.replace(self, **changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model.
+
+    Real models load from `repo_id` (a Hub repo id) or from a local diffusers folder given with `--weights`.
+    Models with `build` are constructed from config in code (the tiny test models); they need no weights at all.
+    `transformer_config` is enough to build the transformer's architecture on the meta device.
+    """
+
+    name: str
+    description: str
+    family: Family
+    sampling: SamplingSettings
+    transformer_config: dict[str, Any]
+    dtype: str = "bfloat16"
+    repo_id: str | None = None
+    revision: str | None = None
+    build: Callable[[], Any] | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if (self.repo_id is None) == (self.build is None):
+            raise ValueError(f"model '{self.name}' needs exactly one of repo_id or build")

@@ -1,0 +1,243 @@
+"""Tiny random-weight SD3, SD3.5 Medium and FLUX pipelines, built offline from config.
+
+They exercise every code path of the real pipelines (two CLIP encoders, zero T5 embeddings or a real T5, CFG, the
+guidance embedder, VAE scaling and shift, block structure) in well under a second on a CPU, so tests and smoke runs
+need neither weights nor a network. Every build is seeded inside its own RNG fork: two builds are bit-identical and
+the caller's global RNG is untouched.
+
+The transformer configs below are plain data, and torch, diffusers and transformers are imported inside the builders,
+so `harness.models.presets` can read these configs without importing torch.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import string
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from diffusers import AutoencoderKL, FluxPipeline, StableDiffusion3Pipeline
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer, T5EncoderModel, T5Tokenizer
+
+SEED = 0
+
+# Text encoders. Two CLIP towers of different widths, like CLIP-L (768) and CLIP-G (1280) in SD3, so the pipeline's
+# zero padding of their concatenation up to the T5 width is exercised. Every Linear that a compressor may touch in the
+# transformers below has in_features divisible by 32 (group-wise quantisation needs it).
+_CLIP_L_WIDTH = 32
+_CLIP_G_WIDTH = 64
+_CLIP_MAX_LENGTH = 77  # as the real CLIP tokenizers: ordinary prompts are never truncated
+_CLIP_MERGES = 8000  # the 8000 most frequent BPE merges: common words are single tokens
+_T5_WIDTH = 32
+
+_VAE_BLOCKS = (8, 16, 32, 32)  # four blocks: a factor-8 VAE as in SD3 and FLUX, so 64x64 images give 8x8 latents
+_LATENT_CHANNELS = 16
+
+# SD3.5 Large in miniature: 4 joint blocks (the last one context_pre_only, as diffusers makes it), hidden 32.
+TINY_SD3_TRANSFORMER: dict[str, Any] = {
+    "sample_size": 8,  # latent size of a 64x64 image
+    "patch_size": 2,
+    "in_channels": _LATENT_CHANNELS,
+    "num_layers": 4,
+    "attention_head_dim": 16,
+    "num_attention_heads": 2,
+    "joint_attention_dim": 128,  # T5 width; CLIP features (32 + 64) are zero-padded to it, as 2048 -> 4096 in SD3
+    "caption_projection_dim": 32,
+    "pooled_projection_dim": _CLIP_L_WIDTH + _CLIP_G_WIDTH,
+    "out_channels": _LATENT_CHANNELS,
+    "pos_embed_max_size": 32,  # images up to 256x256
+    "qk_norm": "rms_norm",
+}
+
+# SD3.5 Medium in miniature: the first half of the blocks are dual-attention (attn2), as blocks 0-12 of 24.
+TINY_SD35_MEDIUM_TRANSFORMER: dict[str, Any] = {**TINY_SD3_TRANSFORMER, "dual_attention_layers": (0, 1)}
+
+# FLUX.1-dev in miniature: 2 double-stream + 2 single-stream blocks, guidance embedding on.
+TINY_FLUX_TRANSFORMER: dict[str, Any] = {
+    "patch_size": 1,
+    "in_channels": 4 * _LATENT_CHANNELS,  # 2x2 packed latents
+    "num_layers": 2,
+    "num_single_layers": 2,
+    "attention_head_dim": 16,
+    "num_attention_heads": 2,
+    "joint_attention_dim": _T5_WIDTH,
+    "pooled_projection_dim": _CLIP_L_WIDTH,
+    "guidance_embeds": True,
+    "axes_dims_rope": (4, 6, 6),  # sums to the head dim
+}
+
+
+def build_tiny_sd3() -> StableDiffusion3Pipeline:
+    """A random-weight SD3.5-Large-like pipeline (CLIP x2, no T5) in float32 on the CPU."""
+    return _build_sd3(TINY_SD3_TRANSFORMER)
+
+
+def build_tiny_sd35_medium() -> StableDiffusion3Pipeline:
+    """As `build_tiny_sd3`, with SD3.5 Medium's dual-attention blocks."""
+    return _build_sd3(TINY_SD35_MEDIUM_TRANSFORMER)
+
+
+def build_tiny_flux() -> FluxPipeline:
+    """A random-weight FLUX.1-dev-like pipeline (CLIP + T5) in float32 on the CPU."""
+    import torch
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(SEED)
+        text_encoder, tokenizer = _clip(_CLIP_L_WIDTH, with_projection=False)
+        text_encoder_2, tokenizer_2 = _t5()
+        pipe = FluxPipeline(
+            transformer=FluxTransformer2DModel(**TINY_FLUX_TRANSFORMER),
+            # FLUX.1-dev's scheduler: resolution-dependent shift
+            scheduler=FlowMatchEulerDiscreteScheduler(
+                shift=3.0,
+                use_dynamic_shifting=True,
+                base_shift=0.5,
+                max_shift=1.15,
+                base_image_seq_len=256,
+                max_image_seq_len=4096,
+            ),
+            vae=_vae(scaling_factor=0.3611, shift_factor=0.1159),  # FLUX's VAE values
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            text_encoder_2=text_encoder_2,
+            tokenizer_2=tokenizer_2,
+        )
+    return _eval(pipe)
+
+
+def _build_sd3(transformer_config: dict[str, Any]) -> StableDiffusion3Pipeline:
+    import torch
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(SEED)
+        text_encoder, tokenizer = _clip(_CLIP_L_WIDTH, with_projection=True)
+        text_encoder_2, tokenizer_2 = _clip(_CLIP_G_WIDTH, with_projection=True)
+        pipe = StableDiffusion3Pipeline(
+            transformer=SD3Transformer2DModel(**transformer_config),
+            scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),  # SD3.5's scheduler
+            vae=_vae(scaling_factor=1.5305, shift_factor=0.0609),  # SD3's VAE values
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            text_encoder_2=text_encoder_2,
+            tokenizer_2=tokenizer_2,
+            text_encoder_3=None,  # the pipeline then feeds zeros of width joint_attention_dim
+            tokenizer_3=None,
+        )
+    return _eval(pipe)
+
+
+def _eval(pipe: Any) -> Any:
+    """Put every model in eval mode, as `from_pretrained` does, so a fresh build and a reloaded one agree."""
+    for component in pipe.components.values():
+        if hasattr(component, "eval"):
+            component.eval()
+    return pipe
+
+
+def _vae(scaling_factor: float, shift_factor: float) -> AutoencoderKL:
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * len(_VAE_BLOCKS),
+        up_block_types=("UpDecoderBlock2D",) * len(_VAE_BLOCKS),
+        block_out_channels=_VAE_BLOCKS,
+        layers_per_block=1,
+        latent_channels=_LATENT_CHANNELS,
+        norm_num_groups=8,
+        sample_size=64,
+        scaling_factor=scaling_factor,
+        shift_factor=shift_factor,
+        use_quant_conv=False,  # as the SD3 and FLUX VAEs
+        use_post_quant_conv=False,
+    )
+
+
+@lru_cache(maxsize=1)
+def _clip_bpe() -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """CLIP's vocabulary and merges, cut to the first `_CLIP_MERGES` merges, from the BPE file open_clip ships.
+
+    The vocabulary is laid out as CLIP's: the 256 byte-level symbols, the same with "</w>", the merged tokens in rank
+    order, then the two special tokens. The byte-level symbols make any text tokenizable.
+    """
+    from open_clip.tokenizer import bytes_to_unicode, default_bpe
+
+    with gzip.open(default_bpe(), "rt", encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    merges = tuple(tuple(line.split()) for line in lines[1 : 1 + _CLIP_MERGES])  # line 0 is a version header
+    symbols = list(bytes_to_unicode().values())
+    vocab = (
+        *symbols,
+        *(s + "</w>" for s in symbols),
+        *("".join(m) for m in merges),
+        "<|startoftext|>",
+        "<|endoftext|>",
+    )
+    return vocab, merges
+
+
+def _clip(
+    width: int, *, with_projection: bool
+) -> tuple[CLIPTextModel | CLIPTextModelWithProjection, CLIPTokenizer]:
+    """A 2-layer CLIP text tower of `width` (projection to `width` for SD3's pooled embedding) and its tokenizer."""
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    vocab, merges = _clip_bpe()
+    tokenizer = CLIPTokenizer(
+        vocab={token: i for i, token in enumerate(vocab)}, merges=list(merges), model_max_length=_CLIP_MAX_LENGTH
+    )
+    config = CLIPTextConfig(
+        vocab_size=len(vocab),
+        hidden_size=width,
+        intermediate_size=2 * width,
+        projection_dim=width,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=_CLIP_MAX_LENGTH,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,  # CLIP pools the hidden state at the first end-of-text token
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model_class = CLIPTextModelWithProjection if with_projection else CLIPTextModel
+    return model_class(config), tokenizer
+
+
+def _t5() -> tuple[T5EncoderModel, T5Tokenizer]:
+    """A 2-layer T5 v1.1-style encoder and a unigram tokenizer whose pieces are CLIP's words and word pieces.
+
+    Whole CLIP words become word-initial pieces ("▁red"), other CLIP tokens word-internal ones, each scored by its
+    merge rank; single ASCII characters are the costly fallback; anything else maps to <unk>, as in T5.
+    """
+    from transformers import T5Config, T5EncoderModel, T5Tokenizer
+
+    vocab, _ = _clip_bpe()
+    pieces: dict[str, float] = {"<pad>": 0.0, "</s>": 0.0, "<unk>": 0.0, "▁": -5.0}
+    for rank, token in enumerate(vocab):
+        stem = token.removesuffix("</w>")
+        if stem.isascii() and stem.isalnum():
+            piece = "▁" + stem if token.endswith("</w>") else stem
+            pieces.setdefault(piece, -5.0 - math.log1p(rank))
+    for char in string.ascii_letters + string.digits + string.punctuation:
+        pieces.setdefault(char, -20.0)
+        pieces.setdefault("▁" + char, -20.0)
+    tokenizer = T5Tokenizer(vocab=list(pieces.items()), extra_ids=0)
+    config = T5Config(
+        vocab_size=len(pieces),
+        d_model=_T5_WIDTH,
+        d_kv=16,
+        d_ff=64,
+        num_layers=2,
+        num_heads=2,
+        relative_attention_num_buckets=8,
+        relative_attention_max_distance=32,
+        feed_forward_proj="gated-gelu",
+        dropout_rate=0.0,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    return T5EncoderModel(config), tokenizer

@@ -1,0 +1,206 @@
+"""`harness run`: model -> compressors -> generation (cached) -> suites -> results.
+
+Under `accelerate launch` every process loads the model, applies the chain and generates its share of the batches;
+the main process then scores everything and writes the one merged result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UsageError
+from harness.generation import GenerationSetup, GenerationStats, ImageCache, ImageRequest, plan_batches
+from harness.params import build_params, override_params, parse_set_options
+from harness.registry import COMPRESSORS, SUITES
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("HARNESS_CACHE_DIR", Path.home() / ".cache" / "dit-compression-harness"))
+
+
+@dataclass
+class RunOptions:
+    model: str = "tiny-sd3"
+    weights: str | None = None
+    methods: list[str] = field(default_factory=lambda: ["none"])
+    suites: list[str] = field(default_factory=lambda: ["fidelity"])
+    limit: int | None = None
+    seed: int = 0
+    seed_mode: str = "per-image"
+    device: str | None = None
+    dtype: str | None = None
+    batch_size: int = 4
+    output_dir: Path = Path("results/runs")
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    settings: list[str] = field(default_factory=list)
+    progress: bool = True
+
+
+def _distributed_state(device: str | None) -> Any:
+    """accelerate's process state: rank and world size under `accelerate launch`, a single process otherwise."""
+    import torch
+    from accelerate import PartialState
+
+    wants_cpu = device == "cpu" or (device is None and not torch.cuda.is_available())
+    return PartialState(cpu=wants_cpu)
+
+
+def _resolve_device(requested: str | None, state: Any) -> str:
+    import torch
+
+    if requested is None:
+        return str(state.device) if state.num_processes > 1 else ("cuda" if torch.cuda.is_available() else "cpu")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {requested}: no CUDA device is visible to torch {torch.__version__}; use --device cpu")
+    if state.num_processes > 1 and requested.startswith("cuda"):
+        return str(state.device)  # one GPU per process
+    try:
+        return str(torch.device(requested))
+    except RuntimeError:
+        raise UsageError(f"--device '{requested}' is not a torch device (e.g. cpu, cuda, cuda:1)") from None
+
+
+def run(options: RunOptions) -> Path | None:
+    """Run the benchmark; returns the path of results.json on the main process, None on the others."""
+    started = time.perf_counter()
+    compressors = []
+    suites = []
+    for name in options.methods:
+        COMPRESSORS.entry(name)
+    for name in options.suites:
+        SUITES.entry(name)
+    scopes = ["sampling", *dict.fromkeys(options.methods), *dict.fromkeys(options.suites)]
+    settings = parse_set_options(options.settings, scopes)
+    for name in options.methods:
+        cls = COMPRESSORS.get(name)
+        compressors.append(cls(build_params(cls.Params, settings[name], name)))
+    for name in dict.fromkeys(options.suites):
+        cls = SUITES.get(name)
+        suites.append(cls(build_params(cls.Params, settings[name], name)))
+    requests = {suite.name: suite.requests(options.limit) for suite in suites}  # reads prompt files: fail early
+
+    from harness.environment import device_info, device_name, git_commit, package_versions
+    from harness.models.loading import load_model, resolve_model
+    from harness.results import check_writable, new_run_id, remove_stale_staging, write_run
+
+    spec = resolve_model(options.model)
+    state = _distributed_state(options.device)
+    device = _resolve_device(options.device, state)
+    if state.is_main_process:
+        check_writable(options.output_dir)
+        remove_stale_staging(options.output_dir)
+    sampling = override_params(spec.sampling, settings["sampling"], "sampling")
+    model = load_model(spec, weights=options.weights, device=device, dtype=options.dtype)
+    spec = model.spec  # a Hub repo's family is known once its index is read
+    cache = ImageCache(options.cache_dir)
+    base_setup = GenerationSetup(
+        model_fingerprint=model.fingerprint,
+        dtype=str(model.dtype).removeprefix("torch."),
+        device=device_name(device),
+        chain=(),
+        sampling=json.dumps(sampling.as_dict(), sort_keys=True),
+        seed_mode=options.seed_mode,  # type: ignore[arg-type]
+        base_seed=options.seed,
+    )
+    stats = GenerationStats()
+
+    def generate_all(setup: GenerationSetup, suite_names: list[str], label: str) -> None:
+        from harness.generation import generate
+
+        for suite_name in suite_names:
+            stats.add(generate(model, setup, requests[suite_name], cache, batch_size=options.batch_size,
+                               sampling=sampling, rank=state.process_index, world_size=state.num_processes,
+                               description=f"{label} {suite_name}",
+                               progress=options.progress and state.is_main_process))
+
+    reference_suites = [s.name for s in suites if s.needs_reference]
+    generate_all(base_setup, reference_suites, "original")
+
+    compression_steps = []
+    for compressor in compressors:
+        step_started = time.perf_counter()
+        cost = compressor.apply(model)
+        compression_steps.append({"name": compressor.name, "params": compressor.resolved_params(),
+                                  "wall_seconds": time.perf_counter() - step_started, "cost": cost})
+    run_setup = GenerationSetup(**{**base_setup.__dict__,
+                                   "chain": tuple(c.cache_identity() for c in compressors if c.changes_model)})
+    generate_all(run_setup, [s.name for s in suites], "compressed" if run_setup.chain else "original")
+
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return None
+
+    method = "+".join(options.methods)
+    metrics: dict[str, Any] = {}
+    details: dict[str, Any] = {}
+    suite_records: dict[str, Any] = {}
+    records: list[dict[str, Any]] = []
+    for suite in suites:
+        samples = _load_samples(cache, run_setup, requests[suite.name], options.batch_size)
+        references = (_load_samples(cache, base_setup, requests[suite.name], options.batch_size)
+                      if suite.needs_reference else None)
+        result = suite.score(samples, references)
+        declared = {m.name: m for m in suite.metrics}
+        for metric_name, value in result.metrics.items():
+            key = f"{suite.name}/{metric_name}"
+            if metric_name not in declared:
+                raise RuntimeError(f"suite {suite.name} reported undeclared metric {metric_name}")
+            metrics[key] = value.value
+            details[key] = {**value.as_dict(), "unit": declared[metric_name].unit,
+                            "higher_is_better": declared[metric_name].higher_is_better}
+        suite_records[suite.name] = {
+            "params": suite.resolved_params(),
+            "sampling": sampling.as_dict(),
+            "samples_requested": len(requests[suite.name]),
+            "samples_scored": len(result.records),
+            "notes": result.notes,
+        }
+        for index, (sample, scores) in enumerate(zip(samples, result.records)):
+            record = {"suite": suite.name, "prompt": sample.request.prompt,
+                      "prompt_index": sample.request.prompt_index, "sample_index": sample.request.sample_index,
+                      "seed": sample.seed, "image": str(sample.path), **scores}
+            if references is not None:
+                record["reference_image"] = str(references[index].path)
+            records.append(record)
+
+    run_id = new_run_id(spec.name, method)
+    results = {
+        "schema_version": 1,
+        "run_id": run_id,
+        "created": datetime.now(timezone.utc).isoformat(),
+        "command": sys.argv,
+        "model": {"name": spec.name, "family": spec.family, "source": model.source,
+                  "fingerprint": model.fingerprint, "dtype": base_setup.dtype},
+        "method": {"name": method, "chain": [{"name": c.name, "params": c.resolved_params()} for c in compressors]},
+        "suites": suite_records,
+        "metrics": metrics,
+        "metric_details": details,
+        "generation": {"seed_mode": options.seed_mode, "base_seed": options.seed, "batch_size": options.batch_size,
+                       "num_processes": state.num_processes, "cache_dir": str(options.cache_dir),
+                       "images_generated_main_process": stats.generated,
+                       "images_cached_main_process": stats.cached, "seconds": stats.seconds},
+        "compression": {"wall_seconds": sum(s["wall_seconds"] for s in compression_steps),
+                        "steps": compression_steps},
+        "device": device_info(device),
+        "versions": package_versions(),
+        "git_commit": git_commit(),
+        "wall_seconds": time.perf_counter() - started,
+    }
+    return write_run(options.output_dir, run_id, results, records)
+
+
+def _load_samples(cache: ImageCache, setup: GenerationSetup, requests: list[ImageRequest], batch_size: int) -> list:
+    from suites.base import Sample
+
+    samples = []
+    for batch in plan_batches(setup, requests, batch_size):
+        for request, key in zip(batch.requests, batch.keys):
+            samples.append(Sample(request, setup.seed_of(request), cache.read(key), cache.path(key)))
+    return samples

@@ -1,0 +1,60 @@
+"""The suite plugin interface: `requests` (what to generate) and `score` (what the images are worth)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from harness.generation import ImageRequest
+from harness.metrics import Metric, MetricValue
+from harness.params import params_as_dict
+
+
+@dataclass
+class Sample:
+    """A generated image with where it came from."""
+
+    request: ImageRequest
+    seed: int
+    image: np.ndarray  # H x W x 3 uint8, exactly as cached
+    path: Path
+
+
+@dataclass
+class SuiteResult:
+    metrics: dict[str, MetricValue]  # metric name (without the suite prefix) -> value
+    records: list[dict[str, Any]]  # per sample, aligned with the samples scored: scores, reason
+    notes: list[str] = field(default_factory=list)  # e.g. a metric that could not be computed, and why
+
+
+class Suite:
+    """Base class of evaluation suites. Subclasses set `name`, `metrics`, a `Params` dataclass, and the two methods.
+
+    A suite with `needs_reference = True` also receives the uncompressed model's images for the same requests
+    (same prompts, seeds and batches), generated before any compressor runs.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""  # read by `harness list` for plugins; built-ins describe themselves on registration
+    metrics: ClassVar[tuple[Metric, ...]] = ()
+    needs_reference: ClassVar[bool] = False
+
+    @dataclass(frozen=True)
+    class Params:
+        pass
+
+    def __init__(self, params: Any = None) -> None:
+        self.params = params if params is not None else self.Params()
+
+    def resolved_params(self) -> dict[str, Any]:
+        return params_as_dict(self.params)
+
+    def requests(self, limit: int | None) -> list[ImageRequest]:
+        """The images to generate; `limit` caps the number of prompts."""
+        raise NotImplementedError
+
+    def score(self, samples: list[Sample], references: list[Sample] | None) -> SuiteResult:
+        raise NotImplementedError

@@ -1,0 +1,83 @@
+"""Fidelity to the uncompressed model: each image against the original model's image for the same prompt, seed and batch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.generation import ImageRequest
+from harness.metrics import Metric, summarize
+from harness.prompts import read_prompt_file
+from suites.base import Sample, Suite, SuiteResult
+
+DEFAULT_PROMPTS = Path(__file__).parent / "data" / "fidelity_prompts.txt"
+# torchvision's AlexNet weights, the backbone of LPIPS (net 'alex'); torchmetrics ships the LPIPS heads themselves.
+ALEXNET_WEIGHTS = "alexnet-owt-7be5be79.pth"
+
+
+def _lpips_weights_path() -> Path:
+    import torch
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_WEIGHTS
+
+
+class FidelitySuite(Suite):
+    name = "fidelity"
+    needs_reference = True
+    metrics = (
+        Metric("psnr", "dB", True, "peak signal-to-noise ratio against the uncompressed model's image"),
+        Metric("ssim", "", True, "structural similarity (Gaussian window 11, sigma 1.5) against the original"),
+        Metric("lpips", "", False, "LPIPS (AlexNet) distance to the original; needs torchvision's AlexNet weights"),
+    )
+
+    @dataclass(frozen=True)
+    class Params:
+        prompts: Path | None = None  # prompt file; default: the 16 bundled prompts
+        samples_per_prompt: int = 1
+
+        def __post_init__(self) -> None:
+            if self.samples_per_prompt < 1:
+                raise ValueError("samples_per_prompt must be at least 1")
+
+    def requests(self, limit: int | None) -> list[ImageRequest]:
+        prompts = read_prompt_file(self.params.prompts or DEFAULT_PROMPTS)[:limit]
+        return [
+            ImageRequest(prompt, index, sample)
+            for index, prompt in enumerate(prompts)
+            for sample in range(self.params.samples_per_prompt)
+        ]
+
+    def score(self, samples: list[Sample], references: list[Sample] | None) -> SuiteResult:
+        import torch
+        from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+        assert references is not None and len(references) == len(samples)
+
+        def as_tensor(items: list[Sample]) -> torch.Tensor:
+            return torch.stack([torch.from_numpy(s.image).permute(2, 0, 1) for s in items]).double() / 255.0
+
+        preds, targets = as_tensor(samples), as_tensor(references)
+        psnr = [float(peak_signal_noise_ratio(p[None], t[None], data_range=1.0)) for p, t in zip(preds, targets)]
+        ssim = [
+            float(structural_similarity_index_measure(p[None], t[None], data_range=1.0))
+            for p, t in zip(preds, targets)
+        ]
+        records = [{"psnr": a, "ssim": b} for a, b in zip(psnr, ssim)]
+        metrics = {"psnr": summarize(psnr), "ssim": summarize(ssim)}
+        notes = []
+        weights = _lpips_weights_path()
+        if weights.is_file():
+            from torchmetrics.functional.image.lpips import learned_perceptual_image_patch_similarity
+
+            lpips = [
+                float(learned_perceptual_image_patch_similarity(p[None].float(), t[None].float(), net_type="alex",
+                                                                normalize=True))
+                for p, t in zip(preds, targets)
+            ]
+            for record, value in zip(records, lpips):
+                record["lpips"] = value
+            metrics["lpips"] = summarize(lpips)
+        else:
+            notes.append(f"fidelity/lpips not computed: AlexNet weights not found at {weights} (place "
+                         f"{ALEXNET_WEIGHTS} there, e.g. from torchvision's model zoo, to enable it)")
+        return SuiteResult(metrics, records, notes)
