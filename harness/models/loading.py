@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -166,8 +167,13 @@ def load_model(spec: ModelSpec, *, weights: str | None, device: str, dtype: str 
             raise UsageError(f"'{folder}' holds a {family} pipeline but model '{spec.name}' is {spec.family}")
         if family != spec.family:
             spec = dataclasses.replace(spec, family=family, sampling=FAMILY_DEFAULT_SAMPLING[family])
+        # components saved as [null, null] (e.g. SD3 without T5) must be passed as None explicitly
+        absent = {k: None for k, v in _read_model_index(folder).items() if v == [None, None]}
         try:
-            pipeline = pipeline_class(family).from_pretrained(folder, torch_dtype=torch_dtype, use_safetensors=True)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="`torch_dtype` is deprecated")  # newer diffusers
+                pipeline = pipeline_class(family).from_pretrained(folder, torch_dtype=torch_dtype,
+                                                                  use_safetensors=True, **absent)
         except Exception as exc:  # diffusers/safetensors raise many types for damaged files
             first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise UsageError(

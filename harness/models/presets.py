@@ -129,7 +129,7 @@ _SPECS = (
     ),
     ModelSpec(
         name="tiny-sd3",
-        description=f"tiny SD3.5-Large-like pipeline (4 joint blocks, 0.16 M transformer parameters): {_TINY_NOTE}",
+        description=f"tiny SD3.5-Large-like pipeline (4 joint blocks, hidden 32): {_TINY_NOTE}",
         family="sd3",
         sampling=_tiny_sampling(guidance_scale=4.0, negative_prompt=""),
         transformer_config=TINY_SD3_TRANSFORMER,
@@ -138,8 +138,7 @@ _SPECS = (
     ),
     ModelSpec(
         name="tiny-sd3.5-medium",
-        description="tiny SD3.5-Medium-like pipeline (4 blocks, 2 dual-attention, 0.18 M transformer parameters): "
-        + _TINY_NOTE,
+        description=f"tiny SD3.5-Medium-like pipeline (4 blocks, 2 dual-attention, hidden 32): {_TINY_NOTE}",
         family="sd3",
         sampling=_tiny_sampling(guidance_scale=4.0, negative_prompt=""),
         transformer_config=TINY_SD35_MEDIUM_TRANSFORMER,
@@ -148,8 +147,7 @@ _SPECS = (
     ),
     ModelSpec(
         name="tiny-flux",
-        description="tiny FLUX.1-dev-like pipeline (2 double + 2 single blocks, 0.14 M transformer parameters): "
-        + _TINY_NOTE,
+        description=f"tiny FLUX.1-dev-like pipeline (2 double + 2 single blocks, hidden 32): {_TINY_NOTE}",
         family="flux",
         sampling=_tiny_sampling(guidance_scale=3.5, negative_prompt=None),
         transformer_config=TINY_FLUX_TRANSFORMER,

@@ -54,7 +54,10 @@ def block_topology(transformer: torch.nn.Module) -> list[BlockInfo]:
     if isinstance(transformer, SD3Transformer2DModel):
         lists = [("transformer_blocks", JointTransformerBlock)]
     elif isinstance(transformer, FluxTransformer2DModel):
-        lists = [("transformer_blocks", FluxTransformerBlock), ("single_transformer_blocks", FluxSingleTransformerBlock)]
+        lists = [
+            ("transformer_blocks", FluxTransformerBlock),
+            ("single_transformer_blocks", FluxSingleTransformerBlock),
+        ]
     else:
         raise ValueError(f"unsupported transformer type {type(transformer).__name__}; supported: {_SUPPORTED}")
     blocks: list[BlockInfo] = []

@@ -1,0 +1,185 @@
+#!/usr/bin/env python
+"""Throughput of image generation through the harness against a bare diffusers loop doing the same images.
+
+Both paths use the same pipeline object, the same batches (batch size, prompts, order), the same per-image seeds,
+`output_type="np"`, the same uint8 conversion and one PNG file per image:
+
+* harness: `harness.generation.generate` into a fresh `ImageCache` in a new temporary folder, so every image is
+  generated and written; its plan (key hashing), cache lookups, noise drawing and atomic writes are all timed.
+* bare: `pipeline(prompt=..., generator=[torch.Generator().manual_seed(seed) ...], output_type="np")` batch after
+  batch, `(images * 255).round().astype(uint8)` and `PIL.Image.save` into a new temporary folder.
+
+After one untimed warm-up round of each (which also checks that both paths made bit-identical pixels), the two are
+alternated for `--repeats` rounds; each round's ratio is harness images/s over bare images/s, and the requirement is
+median ratio >= 0.97 (exit status 1 when it is not met).
+
+Usage: python benchmarks/bench_generation.py [--images 64] [--batch-size 4] [--repeats 5] [--model tiny-sd3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REQUIRED_RATIO = 0.97
+BASE_SEED = 0
+PROMPTS = Path(__file__).resolve().parent.parent / "suites" / "data" / "fidelity_prompts.txt"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=64, help="images per round (default: 64)")
+    parser.add_argument("--batch-size", type=int, default=4, help="images per pipeline call (default: 4)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds of each path (default: 5)")
+    parser.add_argument("--model", default="tiny-sd3", help="registered model name (default: tiny-sd3)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="override the model's num_inference_steps (default: the model's own sampling settings)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available, else cpu)")
+    args = parser.parse_args(argv)
+    for name in ("images", "batch_size", "repeats"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.steps is not None and args.steps < 1:
+        parser.error("--steps must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from harness.environment import device_name
+    from harness.generation import GenerationSetup, ImageCache, ImageRequest, generate, image_seed, plan_batches
+    from harness.models.loading import load_model, resolve_model
+    from harness.prompts import read_prompt_file
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    spec = resolve_model(args.model)
+    sampling = spec.sampling if args.steps is None else spec.sampling.replace(num_inference_steps=args.steps)
+    model = load_model(spec, weights=None, device=device)  # also disables the pipeline's progress bar
+    pipeline = model.pipeline
+    pipeline.set_progress_bar_config(disable=True)
+
+    prompts = read_prompt_file(PROMPTS)
+    requests = [ImageRequest(prompts[i % len(prompts)], i % len(prompts), i // len(prompts))
+                for i in range(args.images)]
+    setup = GenerationSetup(
+        model_fingerprint=model.fingerprint,
+        dtype=str(model.dtype).removeprefix("torch."),
+        device=device_name(device),
+        chain=(),
+        sampling=json.dumps(sampling.as_dict(), sort_keys=True),
+        seed_mode="per-image",
+        base_seed=BASE_SEED,
+    )
+    # The bare loop's input: the same batches (consecutive chunks of the request list) and the same per-image seeds.
+    bare_batches = [
+        ([r.prompt for r in chunk], [image_seed(BASE_SEED, r.prompt_index, r.sample_index) for r in chunk])
+        for chunk in (requests[i : i + args.batch_size] for i in range(0, len(requests), args.batch_size))
+    ]
+    extra: dict = {}
+    if sampling.max_sequence_length is not None:
+        extra["max_sequence_length"] = sampling.max_sequence_length
+
+    def run_harness(folder: Path) -> float:
+        started = time.perf_counter()
+        stats = generate(model, setup, requests, ImageCache(folder), batch_size=args.batch_size,
+                         sampling=sampling, progress=False)
+        seconds = time.perf_counter() - started
+        assert stats.generated == len(requests) and stats.cached == 0, stats
+        return seconds
+
+    def run_bare(folder: Path) -> float:
+        started = time.perf_counter()
+        count = 0
+        for batch_prompts, seeds in bare_batches:
+            negative = {}
+            if spec.family == "sd3" and sampling.negative_prompt is not None:
+                negative["negative_prompt"] = [sampling.negative_prompt] * len(batch_prompts)
+            images = pipeline(
+                prompt=batch_prompts,
+                generator=[torch.Generator("cpu").manual_seed(seed) for seed in seeds],
+                num_inference_steps=sampling.num_inference_steps,
+                guidance_scale=sampling.guidance_scale,
+                height=sampling.height,
+                width=sampling.width,
+                output_type="np",
+                **negative,
+                **extra,
+            ).images
+            for image in (images * 255).round().astype(np.uint8):  # as diffusers' numpy_to_pil
+                Image.fromarray(image).save(folder / f"{count:06d}.png", format="PNG")
+                count += 1
+        seconds = time.perf_counter() - started
+        assert count == len(requests)
+        return seconds
+
+    def timed(run) -> float:
+        """One round in a fresh temporary folder; creating and deleting it is not timed."""
+        with tempfile.TemporaryDirectory(prefix="bench_generation_") as tmp:
+            gc.collect()
+            return run(Path(tmp))
+
+    n = len(requests)
+    print(f"model: {spec.name} ({spec.family}, {model.source}, {str(model.dtype).removeprefix('torch.')}) on "
+          f"{device_name(device)}")
+    print(f"sampling: {sampling.num_inference_steps} steps, {sampling.width}x{sampling.height}, "
+          f"guidance {sampling.guidance_scale}, max_sequence_length {sampling.max_sequence_length}")
+    print(f"torch threads: {torch.get_num_threads()} (interop {torch.get_num_interop_threads()}), "
+          f"cpu count: {os.cpu_count()}, torch {torch.__version__}")
+    print(f"images per round: {n}, batch size: {args.batch_size}, repeats: {args.repeats} (+1 warm-up each)")
+
+    # Warm-up round of each path, untimed; it also checks that both paths made the same pixels.
+    with tempfile.TemporaryDirectory(prefix="bench_generation_warmup_") as tmp:
+        harness_dir, bare_dir = Path(tmp) / "harness", Path(tmp) / "bare"
+        bare_dir.mkdir()
+        warm_harness = run_harness(harness_dir)
+        warm_bare = run_bare(bare_dir)
+        cache = ImageCache(harness_dir)
+        keys = [k for b in plan_batches(setup, requests, args.batch_size) for k in b.keys]
+        identical = all(
+            np.array_equal(cache.read(key), np.array(Image.open(bare_dir / f"{i:06d}.png").convert("RGB")))
+            for i, key in enumerate(keys)
+        )
+    print(f"warm-up: harness {n / warm_harness:.2f} img/s, bare {n / warm_bare:.2f} img/s; "
+          f"identical pixels: {'yes' if identical else 'NO'}")
+
+    print()
+    print(f"{'round':>5}  {'harness img/s':>13}  {'bare img/s':>10}  {'ratio':>6}")
+    ratios, harness_rates, bare_rates = [], [], []
+    for round_index in range(1, args.repeats + 1):
+        harness_rate = n / timed(run_harness)
+        bare_rate = n / timed(run_bare)
+        ratio = harness_rate / bare_rate
+        harness_rates.append(harness_rate)
+        bare_rates.append(bare_rate)
+        ratios.append(ratio)
+        print(f"{round_index:>5}  {harness_rate:>13.3f}  {bare_rate:>10.3f}  {ratio:>6.3f}", flush=True)
+    median_ratio = statistics.median(ratios)
+    print(f"{'median':>5}  {statistics.median(harness_rates):>13.3f}  {statistics.median(bare_rates):>10.3f}  "
+          f"{median_ratio:>6.3f}")
+    print()
+    print(f"per image: harness {1000 / statistics.median(harness_rates):.1f} ms, "
+          f"bare {1000 / statistics.median(bare_rates):.1f} ms (medians)")
+    print(f"median ratio harness/bare: {median_ratio:.4f}")
+    passed = median_ratio >= REQUIRED_RATIO and identical
+    verdict = "PASS" if passed else "FAIL"
+    reason = f"median ratio {median_ratio:.4f} {'>=' if median_ratio >= REQUIRED_RATIO else '<'} {REQUIRED_RATIO}"
+    if not identical:
+        reason += "; the two paths made different pixels, so they did not do the same work"
+    print(f"{verdict}: {reason}")
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture
+def dirs(tmp_path: Path) -> dict[str, Path]:
+    """A fresh image cache and results folder for one test."""
+    return {"cache": tmp_path / "cache", "out": tmp_path / "runs"}
+
+
+def harness_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HARNESS_", "ACCELERATE_"))}
+    env.update({"HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}, **extra)
+    return env
+
+
+def run_harness(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`python -m harness ARGS` in a subprocess, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True,
+                          env=env or harness_env(), timeout=timeout, cwd=REPO)
+
+
+def invoke(*args: str) -> subprocess.CompletedProcess:
+    """`harness ARGS` in this process (no interpreter start-up): exit code, stdout and stderr."""
+    import contextlib
+    import io
+
+    from harness.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse's own errors
+            code = exc.code if isinstance(exc.code, int) else 1
+    return subprocess.CompletedProcess(["harness", *args], code, out.getvalue(), err.getvalue())
+
+
+def run_args(dirs: dict[str, Path], *extra: str) -> list[str]:
+    return ["run", "--output-dir", str(dirs["out"]), "--cache-dir", str(dirs["cache"]), "--no-progress", *extra]
+
+
+def read_results(stdout: str) -> dict:
+    path = Path(stdout.strip().splitlines()[-1])
+    assert path.name == "results.json", stdout
+    return json.loads(path.read_text())
+
+
+@pytest.fixture(scope="session")
+def tiny_sd3_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny SD3 pipeline saved in diffusers format, as a user's local model folder."""
+    from harness.models.tiny import build_tiny_sd3
+
+    folder = tmp_path_factory.mktemp("tiny-sd3-folder")
+    build_tiny_sd3().save_pretrained(folder)
+    return folder

@@ -1,0 +1,88 @@
+"""End-to-end `harness run` on the tiny default model: results schema, caching, methods never sharing images."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from conftest import invoke, read_results, run_args
+
+from harness.results import load_results
+
+
+def test_run_writes_versioned_results_and_second_run_generates_nothing(dirs):
+    first = invoke(*run_args(dirs, "--limit", "6", "--batch-size", "4"))
+    assert first.returncode == 0, first.stderr
+    results = read_results(first.stdout)
+    assert results["schema_version"] == 1
+    assert results["model"]["name"] == "tiny-sd3" and results["model"]["fingerprint"].startswith("sha256:")
+    assert results["method"] == {"name": "none", "chain": [{"name": "none", "params": {}}]}
+    assert results["suites"]["fidelity"]["samples_requested"] == 6
+    assert results["suites"]["fidelity"]["samples_scored"] == 6
+    assert results["suites"]["fidelity"]["sampling"]["num_inference_steps"] == 4
+    assert results["generation"]["images_generated_main_process"] == 6  # the original's images, reused by 'none'
+    # 'none' is the uncompressed model: identical pixels, so PSNR is infinite (stored as "inf") and SSIM is 1
+    assert results["metrics"]["fidelity/psnr"] == "inf"
+    assert abs(results["metrics"]["fidelity/ssim"] - 1.0) < 1e-9
+    assert results["metric_details"]["fidelity/psnr"]["unit"] == "dB"
+    assert results["metric_details"]["fidelity/psnr"]["higher_is_better"] is True
+    for key in ("device", "versions", "git_commit", "wall_seconds", "created", "run_id", "compression"):
+        assert key in results
+    assert results["versions"]["torch"] and results["versions"]["diffusers"]
+    samples_file = Path(first.stdout.strip().splitlines()[-1]).parent / "samples.jsonl"
+    records = [json.loads(line) for line in samples_file.read_text().splitlines()]
+    assert len(records) == 6 and {r["prompt_index"] for r in records} == set(range(6))
+    assert all(Path(r["image"]).is_file() and r["psnr"] == "inf" for r in records)
+
+    second = invoke(*run_args(dirs, "--limit", "6", "--batch-size", "4"))
+    assert second.returncode == 0, second.stderr
+    again = read_results(second.stdout)
+    assert again["generation"]["images_generated_main_process"] == 0
+    assert again["generation"]["images_cached_main_process"] == 12  # original + run phase
+    assert again["metrics"] == results["metrics"]
+    assert again["run_id"] != results["run_id"]
+
+
+def test_compressed_chain_never_shares_images_with_the_original(dirs, tmp_path):
+    """A method whose parameters differ must get its own images (the release let NF4 reuse bf16 images)."""
+    import torch
+
+    from compressors.base import Compressor
+    from harness.registry import COMPRESSORS
+
+    class Scale(Compressor):
+        name = "scale-for-test"
+
+        @dataclass(frozen=True)
+        class Params:
+            factor: float = 0.5
+
+        def apply(self, model):
+            with torch.no_grad():
+                model.transformer.proj_out.weight.mul_(self.params.factor)
+            return {"scaled_tensors": 1}
+
+    if "scale-for-test" not in COMPRESSORS.names():
+        COMPRESSORS.register("scale-for-test", Scale, "scale the output projection")
+
+    def run(*extra: str) -> dict:
+        proc = invoke(*run_args(dirs, "--limit", "3", *extra))
+        assert proc.returncode == 0, proc.stderr
+        return read_results(proc.stdout)
+
+    half = run("--method", "scale-for-test")
+    assert half["generation"]["images_generated_main_process"] == 6  # 3 originals + 3 compressed
+    assert half["compression"]["steps"][0]["cost"] == {"scaled_tensors": 1}
+    assert 0 < half["metrics"]["fidelity/psnr"] < 100
+    quarter = run("--method", "scale-for-test", "--set", "scale-for-test.factor=0.25")
+    assert quarter["generation"]["images_generated_main_process"] == 3  # originals cached, new chain params
+    assert quarter["metrics"]["fidelity/psnr"] != half["metrics"]["fidelity/psnr"]
+    assert quarter["method"]["chain"] == [{"name": "scale-for-test", "params": {"factor": 0.25}}]
+
+
+def test_load_results_restores_infinities(dirs):
+    proc = invoke(*run_args(dirs, "--limit", "1"))
+    assert proc.returncode == 0, proc.stderr
+    loaded = load_results(Path(proc.stdout.strip().splitlines()[-1]))
+    assert loaded["metrics"]["fidelity/psnr"] == float("inf")
