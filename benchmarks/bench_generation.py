@@ -29,8 +29,40 @@ import time
 from pathlib import Path
 
 REQUIRED_RATIO = 0.97
+NOISY_LOAD = 0.05  # other processes' share of the CPUs above which a round's timing is suspect
 BASE_SEED = 0
 PROMPTS = Path(__file__).resolve().parent.parent / "suites" / "data" / "fidelity_prompts.txt"
+
+
+def _busy_cpu_seconds() -> float | None:
+    """CPU seconds all processes of the machine have run so far (Linux /proc/stat; None elsewhere)."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(v) for v in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")  # user..steal; guest time is already in user
+
+
+def _own_cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+class LoadMeter:
+    """The share of the machine's CPUs that other processes used while a round ran: a noisy neighbour shows here."""
+
+    def __enter__(self) -> LoadMeter:
+        self.busy, self.own, self.wall = _busy_cpu_seconds(), _own_cpu_seconds(), time.perf_counter()
+        self.other: float | None = None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        busy, wall = _busy_cpu_seconds(), time.perf_counter() - self.wall
+        if busy is not None and self.busy is not None and wall > 0:
+            foreign = (busy - self.busy) - (_own_cpu_seconds() - self.own)
+            self.other = max(0.0, foreign) / (wall * (os.cpu_count() or 1))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -41,10 +73,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", default="tiny-sd3", help="registered model name (default: tiny-sd3)")
     parser.add_argument("--steps", type=int, default=None,
                         help="override the model's num_inference_steps (default: the model's own sampling settings)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads (default: torch's own choice, printed)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available, else cpu)")
     args = parser.parse_args(argv)
-    for name in ("images", "batch_size", "repeats"):
-        if getattr(args, name) < 1:
+    for name in ("images", "batch_size", "repeats", "threads"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.steps is not None and args.steps < 1:
         parser.error("--steps must be at least 1")
@@ -63,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     from harness.models.loading import load_model, resolve_model
     from harness.prompts import read_prompt_file
 
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     spec = resolve_model(args.model)
     sampling = spec.sampling if args.steps is None else spec.sampling.replace(num_inference_steps=args.steps)
@@ -124,19 +160,22 @@ def main(argv: list[str] | None = None) -> int:
         assert count == len(requests)
         return seconds
 
-    def timed(run) -> float:
-        """One round in a fresh temporary folder; creating and deleting it is not timed."""
+    def timed(run) -> tuple[float, float | None]:
+        """One round in a fresh temporary folder (creating and deleting it is not timed), and the others' CPU load."""
         with tempfile.TemporaryDirectory(prefix="bench_generation_") as tmp:
             gc.collect()
-            return run(Path(tmp))
+            with LoadMeter() as meter:
+                seconds = run(Path(tmp))
+        return seconds, meter.other
 
     n = len(requests)
     print(f"model: {spec.name} ({spec.family}, {model.source}, {str(model.dtype).removeprefix('torch.')}) on "
           f"{device_name(device)}")
     print(f"sampling: {sampling.num_inference_steps} steps, {sampling.width}x{sampling.height}, "
           f"guidance {sampling.guidance_scale}, max_sequence_length {sampling.max_sequence_length}")
+    load_average = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
     print(f"torch threads: {torch.get_num_threads()} (interop {torch.get_num_interop_threads()}), "
-          f"cpu count: {os.cpu_count()}, torch {torch.__version__}")
+          f"cpu count: {os.cpu_count()}, load average: {load_average}, torch {torch.__version__}")
     print(f"images per round: {n}, batch size: {args.batch_size}, repeats: {args.repeats} (+1 warm-up each)")
 
     # Warm-up round of each path, untimed; it also checks that both paths made the same pixels.
@@ -155,16 +194,19 @@ def main(argv: list[str] | None = None) -> int:
           f"identical pixels: {'yes' if identical else 'NO'}")
 
     print()
-    print(f"{'round':>5}  {'harness img/s':>13}  {'bare img/s':>10}  {'ratio':>6}")
-    ratios, harness_rates, bare_rates = [], [], []
+    print(f"{'round':>5}  {'harness img/s':>13}  {'bare img/s':>10}  {'ratio':>6}  {'other load (harness/bare)':>25}")
+    ratios, harness_rates, bare_rates, loads = [], [], [], []
     for round_index in range(1, args.repeats + 1):
-        harness_rate = n / timed(run_harness)
-        bare_rate = n / timed(run_bare)
+        harness_seconds, harness_load = timed(run_harness)
+        bare_seconds, bare_load = timed(run_bare)
+        harness_rate, bare_rate = n / harness_seconds, n / bare_seconds
         ratio = harness_rate / bare_rate
         harness_rates.append(harness_rate)
         bare_rates.append(bare_rate)
         ratios.append(ratio)
-        print(f"{round_index:>5}  {harness_rate:>13.3f}  {bare_rate:>10.3f}  {ratio:>6.3f}", flush=True)
+        loads += [load for load in (harness_load, bare_load) if load is not None]
+        load_text = "n/a" if harness_load is None or bare_load is None else f"{harness_load:.0%} / {bare_load:.0%}"
+        print(f"{round_index:>5}  {harness_rate:>13.3f}  {bare_rate:>10.3f}  {ratio:>6.3f}  {load_text:>25}", flush=True)
     median_ratio = statistics.median(ratios)
     print(f"{'median':>5}  {statistics.median(harness_rates):>13.3f}  {statistics.median(bare_rates):>10.3f}  "
           f"{median_ratio:>6.3f}")
@@ -172,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"per image: harness {1000 / statistics.median(harness_rates):.1f} ms, "
           f"bare {1000 / statistics.median(bare_rates):.1f} ms (medians)")
     print(f"median ratio harness/bare: {median_ratio:.4f}")
+    if loads and max(loads) > NOISY_LOAD:
+        print(f"WARNING: other processes used up to {max(loads):.0%} of the CPUs during a timed round (column "
+              "'other load'): those rounds measure contention, not the harness; rerun on a quiet machine.")
     passed = median_ratio >= REQUIRED_RATIO and identical
     verdict = "PASS" if passed else "FAIL"
     reason = f"median ratio {median_ratio:.4f} {'>=' if median_ratio >= REQUIRED_RATIO else '<'} {REQUIRED_RATIO}"

@@ -46,6 +46,16 @@ def device_name(device: Any) -> str:
     return device.type
 
 
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def device_info(device: Any) -> dict[str, Any]:
     import psutil
     import torch
@@ -54,7 +64,7 @@ def device_info(device: Any) -> dict[str, Any]:
     info: dict[str, Any] = {
         "type": device.type,
         "name": device_name(device),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": _cpu_model(),
         "cpu_count": psutil.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "host_memory_gib": round(psutil.virtual_memory().total / 2**30, 2),

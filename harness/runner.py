@@ -88,7 +88,7 @@ def run(options: RunOptions) -> Path | None:
 
     from harness.environment import device_info, device_name, git_commit, package_versions
     from harness.models.loading import load_model, resolve_model
-    from harness.results import check_writable, new_run_id, remove_stale_staging, write_run
+    from harness.results import SCHEMA_VERSION, check_writable, new_run_id, remove_stale_staging, write_run
 
     spec = resolve_model(options.model)
     state = _distributed_state(options.device)
@@ -172,7 +172,7 @@ def run(options: RunOptions) -> Path | None:
 
     run_id = new_run_id(spec.name, method)
     results = {
-        "schema_version": 1,
+        "schema_version": SCHEMA_VERSION,
         "run_id": run_id,
         "created": datetime.now(timezone.utc).isoformat(),
         "command": sys.argv,

@@ -69,11 +69,12 @@ class FidelitySuite(Suite):
         if weights.is_file():
             from torchmetrics.functional.image.lpips import learned_perceptual_image_patch_similarity
 
-            lpips = [
-                float(learned_perceptual_image_patch_similarity(p[None].float(), t[None].float(), net_type="alex",
-                                                                normalize=True))
-                for p, t in zip(preds, targets)
-            ]
+            lpips = []
+            for start in range(0, len(preds), 32):  # bounded memory; the network is built once per chunk
+                chunk = slice(start, start + 32)
+                lpips += learned_perceptual_image_patch_similarity(
+                    preds[chunk].float(), targets[chunk].float(), net_type="alex", normalize=True, reduction="none"
+                ).tolist()
             for record, value in zip(records, lpips):
                 record["lpips"] = value
             metrics["lpips"] = summarize(lpips)

@@ -64,3 +64,20 @@ def tiny_sd3_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("tiny-sd3-folder")
     build_tiny_sd3().save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/plugin_example installed as its own distribution into a folder to put on PYTHONPATH."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("plugin")
+    source = shutil.copytree(REPO / "tests" / "plugin_example", root / "source")  # builds write there
+    target = root / "site"
+    install = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target",
+         str(target), str(source)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert install.returncode == 0, install.stderr
+    return target

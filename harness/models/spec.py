@@ -21,8 +21,13 @@ class SamplingSettings:
     max_sequence_length: int | None = None  # T5 tokens; None = the pipeline's default
     negative_prompt: str | None = ""  # SD3 family only; FLUX pipelines take none
 
-    def replace(self, **changes: Any) -> SamplingSettings:
-        return dataclasses.replace(self, **changes)
+    def __post_init__(self) -> None:
+        if self.num_inference_steps < 1:
+            raise ValueError("num_inference_steps must be at least 1")
+        if self.height < 16 or self.width < 16:
+            raise ValueError("height and width must be at least 16 pixels")
+        if self.max_sequence_length is not None and self.max_sequence_length < 1:
+            raise ValueError("max_sequence_length must be at least 1")
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,0 +1,98 @@
+"""Crash safety and sharding of whole `harness run` processes (slow: each case starts real processes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO, harness_env, read_results, run_args, run_harness
+from PIL import Image
+
+pytestmark = pytest.mark.slow
+
+# 32 images in 16 batches, through a method that changes the model, so generation spans several seconds
+JOB = ("--method", "attenuate-output", "--limit", "16", "--batch-size", "2",
+       "--set", "fidelity.samples_per_prompt=2", "--set", "sampling.num_inference_steps=8")
+IMAGES_PER_RUN = 64  # 32 originals + 32 compressed
+
+
+def cached_pngs(cache: Path) -> list[Path]:
+    return sorted(cache.glob("images/*/*.png"))
+
+
+def assert_nothing_partial(dirs: dict[str, Path]) -> None:
+    """Every run folder holds complete, parseable files; every cached PNG decodes."""
+    out = dirs["out"]
+    for run_dir in (p for p in out.iterdir() if not p.name.startswith(".")) if out.exists() else []:
+        assert sorted(f.name for f in run_dir.iterdir()) == ["results.json", "samples.jsonl"]
+        json.loads((run_dir / "results.json").read_text())
+        for line in (run_dir / "samples.jsonl").read_text().splitlines():
+            json.loads(line)
+    for png in cached_pngs(dirs["cache"]):
+        with Image.open(png) as image:
+            image.load()
+
+
+def test_sigkill_at_random_points_then_rerun_completes_with_same_metrics(tmp_path, plugin_site):
+    env = harness_env(PYTHONPATH=str(plugin_site))
+    reference_dirs = {"cache": tmp_path / "ref-cache", "out": tmp_path / "ref-runs"}
+    started = time.perf_counter()
+    reference = run_harness(*run_args(reference_dirs, *JOB), env=env)
+    full_seconds = time.perf_counter() - started
+    assert reference.returncode == 0, reference.stderr
+    expected = read_results(reference.stdout)["metrics"]
+    assert 0 < expected["fidelity/psnr"] < 100
+
+    rng = random.Random(20261126)
+    kill_points = sorted(rng.uniform(0.3, 1.0) * full_seconds for _ in range(10))
+    for point, delay in enumerate(kill_points):
+        dirs = {"cache": tmp_path / f"cache-{point}", "out": tmp_path / f"runs-{point}"}
+        process = subprocess.Popen([sys.executable, "-m", "harness", *run_args(dirs, *JOB)], env=env, cwd=REPO,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        assert_nothing_partial(dirs)
+        present = len(cached_pngs(dirs["cache"]))
+
+        rerun = run_harness(*run_args(dirs, *JOB), env=env)
+        assert rerun.returncode == 0, rerun.stderr
+        results = read_results(rerun.stdout)
+        assert results["generation"]["images_generated_main_process"] == IMAGES_PER_RUN - present, point
+        assert results["metrics"] == expected, point
+        assert_nothing_partial(dirs)
+        assert not list(dirs["out"].glob(".staging-*"))
+        shutil.rmtree(dirs["cache"])
+
+
+def test_two_process_accelerate_run_equals_one_process(tmp_path, plugin_site):
+    env = harness_env(PYTHONPATH=str(plugin_site))
+    one = {"cache": tmp_path / "one-cache", "out": tmp_path / "one-runs"}
+    two = {"cache": tmp_path / "two-cache", "out": tmp_path / "two-runs"}
+    job = ("--method", "attenuate-output", "--limit", "6", "--batch-size", "2", "--device", "cpu")
+    single = run_harness(*run_args(one, *job), env=env)
+    assert single.returncode == 0, single.stderr
+    launcher = Path(sys.executable).with_name("accelerate")
+    sharded = subprocess.run(
+        [str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "harness", *run_args(two, *job)],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=600,
+    )
+    assert sharded.returncode == 0, sharded.stderr
+    single_results, sharded_results = read_results(single.stdout), read_results(sharded.stdout)
+    assert sharded_results["generation"]["num_processes"] == 2
+    assert sharded_results["metrics"] == single_results["metrics"]
+    assert len(list(two["out"].iterdir())) == 1  # one merged result
+    # rank 0 generated only its share: batches 0 and 2 of each phase
+    assert sharded_results["generation"]["images_generated_main_process"] == 8
+    one_images = {p.relative_to(one["cache"]): p.read_bytes() for p in cached_pngs(one["cache"])}
+    two_images = {p.relative_to(two["cache"]): p.read_bytes() for p in cached_pngs(two["cache"])}
+    assert len(one_images) == 12 and one_images == two_images
