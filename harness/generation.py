@@ -205,7 +205,7 @@ def generate(
                     output_type="np",
                     **call_kwargs(family, sampling, len(batch.requests)),
                 )
-            for key, image in zip(batch.keys, to_uint8(np.asarray(output.images))):
+            for key, image in zip(batch.keys, to_uint8(np.asarray(output.images)), strict=True):
                 if not cache.has(key):
                     cache.write(key, image)
                     stats.generated += 1

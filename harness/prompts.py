@@ -1,4 +1,4 @@
-"""Prompt files: plain text (one prompt per line, '#' comments) or JSONL (one object with a "prompt" string per line)."""
+"""Prompt files: plain text (one prompt per line, '#' comments) or JSONL (one {"prompt": ...} object per line)."""
 
 from __future__ import annotations
 

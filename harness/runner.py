@@ -6,6 +6,7 @@ the main process then scores everything and writes the one merged result.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -58,7 +59,9 @@ def _resolve_device(requested: str | None, state: Any) -> str:
     if requested is None:
         return str(state.device) if state.num_processes > 1 else ("cuda" if torch.cuda.is_available() else "cpu")
     if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {requested}: no CUDA device is visible to torch {torch.__version__}; use --device cpu")
+        raise UsageError(
+            f"--device {requested}: no CUDA device is visible to torch {torch.__version__}; use --device cpu"
+        )
     if state.num_processes > 1 and requested.startswith("cuda"):
         return str(state.device)  # one GPU per process
     try:
@@ -129,8 +132,8 @@ def run(options: RunOptions) -> Path | None:
         cost = compressor.apply(model)
         compression_steps.append({"name": compressor.name, "params": compressor.resolved_params(),
                                   "wall_seconds": time.perf_counter() - step_started, "cost": cost})
-    run_setup = GenerationSetup(**{**base_setup.__dict__,
-                                   "chain": tuple(c.cache_identity() for c in compressors if c.changes_model)})
+    run_setup = dataclasses.replace(base_setup,
+                                    chain=tuple(c.cache_identity() for c in compressors if c.changes_model))
     generate_all(run_setup, [s.name for s in suites], "compressed" if run_setup.chain else "original")
 
     state.wait_for_everyone()
@@ -162,7 +165,7 @@ def run(options: RunOptions) -> Path | None:
             "samples_scored": len(result.records),
             "notes": result.notes,
         }
-        for index, (sample, scores) in enumerate(zip(samples, result.records)):
+        for index, (sample, scores) in enumerate(zip(samples, result.records, strict=True)):
             record = {"suite": suite.name, "prompt": sample.request.prompt,
                       "prompt_index": sample.request.prompt_index, "sample_index": sample.request.sample_index,
                       "seed": sample.seed, "image": str(sample.path), **scores}
@@ -201,6 +204,6 @@ def _load_samples(cache: ImageCache, setup: GenerationSetup, requests: list[Imag
 
     samples = []
     for batch in plan_batches(setup, requests, batch_size):
-        for request, key in zip(batch.requests, batch.keys):
+        for request, key in zip(batch.requests, batch.keys, strict=True):
             samples.append(Sample(request, setup.seed_of(request), cache.read(key), cache.path(key)))
     return samples

@@ -1,4 +1,4 @@
-"""Fidelity to the uncompressed model: each image against the original model's image for the same prompt, seed and batch."""
+"""Fidelity to the uncompressed model: each image against the original's image for the same prompt, seed and batch."""
 
 from __future__ import annotations
 
@@ -57,12 +57,10 @@ class FidelitySuite(Suite):
             return torch.stack([torch.from_numpy(s.image).permute(2, 0, 1) for s in items]).double() / 255.0
 
         preds, targets = as_tensor(samples), as_tensor(references)
-        psnr = [float(peak_signal_noise_ratio(p[None], t[None], data_range=1.0)) for p, t in zip(preds, targets)]
-        ssim = [
-            float(structural_similarity_index_measure(p[None], t[None], data_range=1.0))
-            for p, t in zip(preds, targets)
-        ]
-        records = [{"psnr": a, "ssim": b} for a, b in zip(psnr, ssim)]
+        pairs = list(zip(preds, targets, strict=True))
+        psnr = [float(peak_signal_noise_ratio(p[None], t[None], data_range=1.0)) for p, t in pairs]
+        ssim = [float(structural_similarity_index_measure(p[None], t[None], data_range=1.0)) for p, t in pairs]
+        records = [{"psnr": a, "ssim": b} for a, b in zip(psnr, ssim, strict=True)]
         metrics = {"psnr": summarize(psnr), "ssim": summarize(ssim)}
         notes = []
         weights = _lpips_weights_path()
@@ -75,7 +73,7 @@ class FidelitySuite(Suite):
                 lpips += learned_perceptual_image_patch_similarity(
                     preds[chunk].float(), targets[chunk].float(), net_type="alex", normalize=True, reduction="none"
                 ).tolist()
-            for record, value in zip(records, lpips):
+            for record, value in zip(records, lpips, strict=True):
                 record["lpips"] = value
             metrics["lpips"] = summarize(lpips)
         else:

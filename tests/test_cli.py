@@ -27,7 +27,8 @@ def test_list_prints_each_kind_with_descriptions():
     assert proc.returncode == 0
     names = [line.split()[0] for line in proc.stdout.splitlines()]
     assert names == sorted(names)
-    assert {"sd3.5-large", "sd3.5-large-turbo", "sd3.5-medium", "flux.1-dev", "flux.1-schnell", "tiny-sd3"} <= set(names)
+    presets = {"sd3.5-large", "sd3.5-large-turbo", "sd3.5-medium", "flux.1-dev", "flux.1-schnell", "tiny-sd3"}
+    assert presets <= set(names)
     assert all(len(line.split(maxsplit=1)) == 2 for line in proc.stdout.splitlines())
     everything = invoke("list").stdout
     assert "methods:" in everything and "\n  none " in everything and "\n  fidelity " in everything

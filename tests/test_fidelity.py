@@ -28,10 +28,12 @@ def test_psnr_matches_its_definition(images, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no LPIPS weights here
     originals, noisy = images
     result = FidelitySuite().score(samples(noisy), samples(originals))
-    expected = [10 * np.log10(1.0 / np.mean((n / 255.0 - o / 255.0) ** 2)) for n, o in zip(noisy, originals)]
-    assert [r["psnr"] for r in result.records] == pytest.approx(expected, rel=1e-6)  # torchmetrics computes in float32
-    assert result.metrics["psnr"].value == pytest.approx(np.mean(expected), rel=1e-6)  # torchmetrics computes in float32
-    assert result.metrics["psnr"].stderr == pytest.approx(np.std(expected, ddof=1) / np.sqrt(3), rel=1e-6)  # torchmetrics computes in float32
+    expected = [10 * np.log10(1.0 / np.mean((n / 255.0 - o / 255.0) ** 2)) for n, o in zip(noisy, originals,
+                                                                                        strict=True)]
+    # rel 1e-6: torchmetrics computes in float32
+    assert [r["psnr"] for r in result.records] == pytest.approx(expected, rel=1e-6)
+    assert result.metrics["psnr"].value == pytest.approx(np.mean(expected), rel=1e-6)
+    assert result.metrics["psnr"].stderr == pytest.approx(np.std(expected, ddof=1) / np.sqrt(3), rel=1e-6)
     assert result.metrics["psnr"].n == 3
 
 
@@ -42,7 +44,7 @@ def test_ssim_is_one_for_identical_images_and_falls_with_noise(images, tmp_path,
     assert same.metrics["ssim"].value == pytest.approx(1.0, abs=1e-12)
     assert same.metrics["psnr"].value == float("inf")
     worse = [np.clip(o.astype(int) + (n.astype(int) - o) * 4, 0, 255).astype(np.uint8)
-             for o, n in zip(originals, noisy)]
+             for o, n in zip(originals, noisy, strict=True)]
     ssim_noisy = FidelitySuite().score(samples(noisy), samples(originals)).metrics["ssim"].value
     ssim_worse = FidelitySuite().score(samples(worse), samples(originals)).metrics["ssim"].value
     assert 0 < ssim_worse < ssim_noisy < 1

@@ -82,7 +82,7 @@ def test_resume_regenerates_only_missing_images_bit_identically(model, tmp_path)
     full.path(plan[2].keys[0]).unlink()
     again = generate(model, setup, reqs, full, batch_size=2, sampling=model.spec.sampling, progress=False)
     assert (again.generated, again.cached) == (2, 3)
-    assert all(np.array_equal(a, b) for a, b in zip(images(full, setup, reqs, 2), reference))
+    assert all(np.array_equal(a, b) for a, b in zip(images(full, setup, reqs, 2), reference, strict=True))
 
 
 def test_shards_together_equal_one_process(model, tmp_path):
@@ -92,7 +92,8 @@ def test_shards_together_equal_one_process(model, tmp_path):
     counts = [generate(model, setup, reqs, sharded, batch_size=2, sampling=model.spec.sampling, rank=r,
                        world_size=2, progress=False).generated for r in (0, 1)]
     assert counts == [3, 2]  # batches 0 and 2 on rank 0, batch 1 on rank 1
-    assert all(np.array_equal(a, b) for a, b in zip(images(single, setup, reqs, 2), images(sharded, setup, reqs, 2)))
+    pairs = zip(images(single, setup, reqs, 2), images(sharded, setup, reqs, 2), strict=True)
+    assert all(np.array_equal(a, b) for a, b in pairs)
 
 
 def test_per_prompt_mode_matches_diffusers_own_generator_and_resumes(model, tmp_path):
@@ -111,11 +112,11 @@ def test_per_prompt_mode_matches_diffusers_own_generator_and_resumes(model, tmp_
             out = model.pipeline(prompt=[prompt] * 2, generator=generator, output_type="np",
                                  **call_kwargs("sd3", model.spec.sampling, 2))
             expected.extend(to_uint8(out.images))
-    assert all(np.array_equal(a, b) for a, b in zip(ours, expected))
+    assert all(np.array_equal(a, b) for a, b in zip(ours, expected, strict=True))
 
     plan = plan_batches(setup, reqs, 2)
     for key in plan[1].keys + plan[3].keys:  # the second batch of each prompt: needs the generator replayed
         cache.path(key).unlink()
     stats = generate(model, setup, reqs, cache, batch_size=2, sampling=model.spec.sampling, progress=False)
     assert stats.generated == 4
-    assert all(np.array_equal(a, b) for a, b in zip(images(cache, setup, reqs, 2), expected))
+    assert all(np.array_equal(a, b) for a, b in zip(images(cache, setup, reqs, 2), expected, strict=True))

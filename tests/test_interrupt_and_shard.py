@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 import signal
@@ -18,10 +17,9 @@ from PIL import Image
 
 pytestmark = pytest.mark.slow
 
-# 32 images in 16 batches, through a method that changes the model, so generation spans several seconds
-JOB = ("--method", "attenuate-output", "--limit", "16", "--batch-size", "2",
-       "--set", "fidelity.samples_per_prompt=2", "--set", "sampling.num_inference_steps=8")
-IMAGES_PER_RUN = 64  # 32 originals + 32 compressed
+# 12 originals + 12 compressed images in 2-image batches, through a method that changes the model
+JOB = ("--method", "attenuate-output", "--limit", "12", "--batch-size", "2")
+IMAGES_PER_RUN = 24
 
 
 def cached_pngs(cache: Path) -> list[Path]:
@@ -51,15 +49,28 @@ def test_sigkill_at_random_points_then_rerun_completes_with_same_metrics(tmp_pat
     expected = read_results(reference.stdout)["metrics"]
     assert 0 < expected["fidelity/psnr"] < 100
 
+    # Kill points spread over the whole run: while starting up (0 images cached), at random moments during both
+    # generation phases (after k images), and at random moments after the last image (scoring, writing results).
     rng = random.Random(20261126)
-    kill_points = sorted(rng.uniform(0.3, 1.0) * full_seconds for _ in range(10))
-    for point, delay in enumerate(kill_points):
+    thresholds = [0, 0, *sorted(rng.sample(range(1, IMAGES_PER_RUN), 7)), *[IMAGES_PER_RUN] * 3]
+    kills = 0
+    for point, threshold in enumerate(thresholds):
         dirs = {"cache": tmp_path / f"cache-{point}", "out": tmp_path / f"runs-{point}"}
         process = subprocess.Popen([sys.executable, "-m", "harness", *run_args(dirs, *JOB)], env=env, cwd=REPO,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(delay)
+        deadline = time.monotonic() + 10 * full_seconds
+        while len(cached_pngs(dirs["cache"])) < threshold and process.poll() is None:
+            assert time.monotonic() < deadline, "the run made no progress"
+            time.sleep(0.005)
+        if threshold == 0:
+            time.sleep(rng.uniform(0.1, 0.5) * full_seconds)  # start-up: imports, model build
+        elif threshold == IMAGES_PER_RUN:
+            time.sleep(rng.uniform(0.0, 0.2))  # scoring and writing the run folder
+        if process.poll() is not None:  # finished before the kill point
+            continue
         process.send_signal(signal.SIGKILL)
         process.wait()
+        kills += 1
         assert_nothing_partial(dirs)
         present = len(cached_pngs(dirs["cache"]))
 
@@ -71,6 +82,7 @@ def test_sigkill_at_random_points_then_rerun_completes_with_same_metrics(tmp_pat
         assert_nothing_partial(dirs)
         assert not list(dirs["out"].glob(".staging-*"))
         shutil.rmtree(dirs["cache"])
+    assert kills >= 10
 
 
 def test_two_process_accelerate_run_equals_one_process(tmp_path, plugin_site):

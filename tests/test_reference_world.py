@@ -1,0 +1,222 @@
+"""The reference world: GenEval-format metadata, scenes that satisfy it, and a judge that recovers them exactly."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import subprocess
+import sys
+from collections import Counter
+
+import numpy as np
+import pytest
+from conftest import REPO, SHARED
+
+from harness.reference import world
+from harness.reference.judge import classify_colors, detect
+from harness.reference.render import render
+from suites import geneval_rules as rules
+
+OFFICIAL = SHARED / "data" / "geneval" / "evaluation_metadata.jsonl"
+A = r"an? "
+GRAMMAR = {  # GenEval's prompt templates, checked against the official file below
+    "single_object": rf"a photo of {A}(?P<c0>.+)",
+    "two_object": rf"a photo of {A}(?P<c0>.+) and {A}(?P<c1>.+)",
+    "counting": r"a photo of (?P<n>two|three|four) (?P<plural>.+)",
+    "colors": rf"a photo of {A}(?P<col0>\w+) (?P<c0>.+)",
+    "position": rf"a photo of {A}(?P<c1>.+) (?P<rel>left of|right of|above|below) {A}(?P<c0>.+)",
+    "color_attr": rf"a photo of {A}(?P<col0>\w+) (?P<c0>.+) and {A}(?P<col1>\w+) (?P<c1>.+)",
+}
+PER_TASK = 200  # judged scenes per task
+
+
+def signature(meta: dict) -> tuple:
+    """Keys (in order) and value types of a metadata line, values left out."""
+    def clauses(key: str) -> tuple:
+        return tuple((tuple(c), tuple(type(v).__name__ for v in c.values())) for c in meta.get(key, []))
+    return tuple(meta), clauses("include"), clauses("exclude"), type(meta["prompt"]).__name__
+
+
+def check_grammar(meta: dict, plurals: dict[str, str] | None) -> None:
+    """The prompt reads back, by GenEval's template for its tag, to exactly the metadata's classes and colours."""
+    m = re.fullmatch(GRAMMAR[meta["tag"]], meta["prompt"])
+    assert m, meta
+    include, groups = meta["include"], m.groupdict()
+    for i, clause in enumerate(include):
+        if f"c{i}" in groups:
+            assert groups[f"c{i}"] == clause["class"], meta
+        if f"col{i}" in groups:
+            assert groups[f"col{i}"] == clause["color"], meta
+    if meta["tag"] == "counting":
+        assert {"two": 2, "three": 3, "four": 4}[groups["n"]] == include[0]["count"], meta
+        assert meta["exclude"] == [{"class": include[0]["class"], "count": include[0]["count"] + 1}]
+        if plurals is not None:
+            assert groups["plural"] == plurals[include[0]["class"]]
+    if meta["tag"] == "position":
+        assert include[1]["position"] == [groups["rel"], 0]
+    rules.parse_metadata(meta)
+
+
+def all_tags_metadata(n: int = 60) -> list[dict]:
+    rng = random.Random(0)
+    return [world.random_metadata(rng, tag) for tag in world.TAGS for _ in range(n)]
+
+
+def test_palette_and_classes_are_geneval_names() -> None:
+    assert set(world.COLORS) <= set(rules.COLORS)
+    assert world.BACKGROUND not in world.PALETTE.values()
+    assert set(world.PLURALS) == set(world.SHAPES)
+
+
+@pytest.mark.skipif(not OFFICIAL.exists(), reason="GenEval's metadata file is not in ../shared")
+def test_metadata_format_and_grammar_match_the_official_file() -> None:
+    official = [json.loads(line) for line in OFFICIAL.read_text().splitlines()]
+    for meta in official:
+        check_grammar(meta, None)  # the templates are GenEval's
+    signatures = {(m["tag"], signature(m)) for m in official}
+    for meta in all_tags_metadata() + world.benchmark_metadata():
+        assert (meta["tag"], signature(meta)) in signatures, meta
+
+
+def test_metadata_grammar() -> None:
+    for meta in all_tags_metadata() + world.benchmark_metadata():
+        check_grammar(meta, world.PLURALS)
+        words = meta["prompt"].split()
+        for article, word in zip(words, words[1:], strict=False):
+            if article in ("a", "an"):
+                assert article == ("an" if word[0] in "aeiou" else "a")
+
+
+def test_benchmark_prompt_set(tmp_path) -> None:
+    bench = world.benchmark_metadata()
+    assert len(bench) == 553
+    tags = [m["tag"] for m in bench]
+    assert Counter(tags) == world.BENCHMARK_TAG_COUNTS
+    assert list(dict.fromkeys(tags)) == list(world.BENCHMARK_TAG_COUNTS)  # grouped, in GenEval's order
+    assert world.benchmark_metadata() == bench and world.benchmark_metadata(seed=1) != bench
+    # Duplicates only where the world has too few prompts (4 shapes, 6 colours, 3 counts, 4 relations), evenly.
+    distinct = {"single_object": 4, "two_object": 12, "counting": 12, "colors": 24, "position": 48, "color_attr": 100}
+    for tag in world.BENCHMARK_TAG_COUNTS:
+        counts = Counter(json.dumps(m) for m in bench if m["tag"] == tag)
+        assert len(counts) == distinct[tag]
+        assert max(counts.values()) - min(counts.values()) <= 1
+    path = tmp_path / "metadata.jsonl"
+    world.write_metadata_jsonl(bench, path)
+    assert [json.loads(line) for line in path.read_text().splitlines()] == bench
+
+
+def test_scenes_satisfy_their_metadata() -> None:
+    rng = random.Random(1)
+    for meta in all_tags_metadata(100):
+        scene = world.scene_for(meta, rng)
+        objects = scene.objects
+        wanted = Counter((c["class"], c.get("color")) for c in meta["include"] for _ in range(c["count"]))
+        assert Counter((o.shape, o.color if (o.shape, o.color) in wanted else None) for o in objects) == wanted
+        low, high = world.SIZE_RANGE[len(objects)]
+        for i, a in enumerate(objects):
+            assert low <= a.size <= high
+            assert min(a.box) >= world.BORDER and max(a.box) <= world.IMAGE_SIZE - world.BORDER
+            for b in objects[i + 1:]:
+                gap = max(b.left - a.left - a.size, a.left - b.left - b.size, b.top - a.top - a.size,
+                          a.top - b.top - b.size)
+                assert gap >= world.MIN_GAP
+        if meta["tag"] == "position":
+            assert rules.relative_position(objects[1].box, objects[0].box) == {meta["include"][1]["position"][0]}
+        truth = [rules.Detection(o.shape, 1.0, o.box) for o in objects]
+        colors = {id(d): o.color for d, o in zip(truth, objects, strict=True)}
+        judgement = rules.evaluate(None, truth, meta, lambda _, dets, __, c=colors: [c[id(d)] for d in dets])
+        assert judgement.correct, (meta, scene, judgement.reason)
+
+
+def test_training_pairs_are_deterministic_and_follow_weights() -> None:
+    def draw(seed: int) -> list:
+        rng = random.Random(seed)
+        return [world.sample_training_pair(rng) for _ in range(20)]
+    assert draw(3) == draw(3) != draw(4)
+    rng = random.Random(0)
+    tags = Counter(world.sample_training_pair(rng, {"position": 3, "counting": 1})[0]["tag"] for _ in range(400))
+    assert set(tags) == {"position", "counting"} and tags["position"] > 2 * tags["counting"]
+
+
+def test_render_is_exact_and_deterministic() -> None:
+    rng = random.Random(2)
+    palette = {tuple(c) for c in world.PALETTE.values()} | {world.BACKGROUND}
+    for _ in range(50):
+        _, scene = world.sample_training_pair(rng)
+        image = render(scene)
+        assert image.shape == (world.IMAGE_SIZE, world.IMAGE_SIZE, 3) and image.dtype == np.uint8
+        assert {tuple(p) for p in image.reshape(-1, 3)} <= palette
+        assert np.array_equal(image, render(scene))
+    for shape in world.SHAPES:  # each shape touches its box on all four sides, so boxes are exact
+        for size in range(12, 33):
+            mask = world.shape_mask(shape, size, size)
+            assert mask.any(0).all() and mask.any(1).all()
+
+
+def blur_and_noise(image: np.ndarray, rng: np.random.Generator, sigma: float = 0.7, noise: float = 6.0) -> np.ndarray:
+    """A stand-in for an autoencoder round trip: separable Gaussian blur, then Gaussian noise (std in 0-255 units)."""
+    taps = np.arange(-3, 4)
+    kernel = np.exp(-taps**2 / (2 * sigma**2))
+    kernel /= kernel.sum()
+    size = image.shape[0]
+    x = np.pad(image.astype(np.float32), ((3, 3), (3, 3), (0, 0)), mode="edge")
+    x = sum(k * x[i:i + size] for i, k in enumerate(kernel))
+    x = sum(k * x[:, i:i + size] for i, k in enumerate(kernel))
+    return np.clip(np.round(x + rng.normal(0, noise, x.shape)), 0, 255).astype(np.uint8)
+
+
+def judge_accuracy(degrade: bool) -> dict[str, tuple[float, float]]:
+    """Per task: the fraction of scenes whose confident detections (score > 0.9) are exactly the scene's objects
+    (class, colour, and box within 1 px after degradation, exact otherwise), and the fraction GenEval's rules
+    score correct on the judge's detections."""
+    rng, noise_rng = random.Random(4), np.random.default_rng(4)
+    out = {}
+    for tag in world.TAGS:
+        recovered = correct = 0
+        for _ in range(PER_TASK):
+            meta = world.random_metadata(rng, tag)
+            scene = world.scene_for(meta, rng)
+            image = render(scene)
+            if degrade:
+                image = blur_and_noise(image, noise_rng)
+            detections = detect(image)
+            confident = [d for d in detections if d.score > 0.9]
+            colors = classify_colors(image, confident, "")
+            found = sorted((d.label, c, d.box) for d, c in zip(confident, colors, strict=True))
+            truth = sorted((o.shape, o.color, o.box) for o in scene.objects)
+            recovered += len(found) == len(truth) and all(
+                f[:2] == t[:2] and np.abs(np.subtract(f[2], t[2])).max() <= (1 if degrade else 0)
+                for f, t in zip(found, truth, strict=True))
+            correct += rules.evaluate(image, detections, meta, classify_colors).correct
+        out[tag] = (recovered / PER_TASK, correct / PER_TASK)
+    print(f"\njudge on {'blurred+noisy' if degrade else 'clean'} renders (recovered, GenEval-correct):", out)
+    return out
+
+
+def test_judge_is_exact_on_clean_renders() -> None:
+    for tag, (recovered, correct) in judge_accuracy(degrade=False).items():
+        assert recovered >= 0.99 and correct >= 0.99, tag
+
+
+def test_judge_survives_blur_and_noise() -> None:
+    for tag, (recovered, correct) in judge_accuracy(degrade=True).items():
+        assert recovered >= 0.98 and correct >= 0.98, tag
+
+
+def test_malformed_blobs_score_low_and_specks_are_ignored() -> None:
+    image = np.empty((64, 64, 3), np.uint8)
+    image[:] = world.BACKGROUND
+    y, x = np.mgrid[0:22, 0:22]
+    u, v = (x + 0.5 - 11) / 11, (y + 0.5 - 11) / 11
+    image[4:26, 4:26][np.abs(u) ** 3 + np.abs(v) ** 3 <= 1] = world.PALETTE["red"]  # halfway circle-square
+    image[40:52, 4:34] = world.PALETTE["blue"]  # a bar, not a square
+    image[40:44, 50:54] = world.PALETTE["green"]  # a speck
+    detections = detect(image)
+    assert len(detections) == 2 and all(d.score < rules.SCORE_THRESHOLD for d in detections)
+
+
+def test_package_import_does_not_load_torch() -> None:
+    code = ("import sys, harness.reference, harness.reference.world, harness.reference.render, "
+            "harness.reference.judge; assert 'torch' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
