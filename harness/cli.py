@@ -79,6 +79,21 @@ def build_parser() -> argparse.ArgumentParser:
                      help="set a parameter of a method, a suite or the sampling, e.g. "
                      "--set sampling.num_inference_steps=8 --set fidelity.samples_per_prompt=2 (repeatable)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    reference = commands.add_parser("reference", help="the embedded reference model")
+    reference_commands = reference.add_subparsers(dest="reference_command", metavar="ACTION", required=True)
+    train = reference_commands.add_parser(
+        "train", help="train the reference model from scratch (resumable)",
+        description="Train the reference model from scratch with a fixed seed and save it in diffusers format into "
+        "--out, with its training log and model card. Rerunning with the same --work-dir resumes from the last "
+        "checkpoint.",
+    )
+    train.add_argument("--out", type=Path, required=True, help="folder for the trained pipeline, log and card")
+    train.add_argument("--work-dir", type=Path, default=None,
+                       help="checkpoints (default: <cache dir>/reference-train)")
+    train.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    train.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a training setting, e.g. --set steps=2000 (see harness/reference/train.py)")
     return parser
 
 
@@ -114,6 +129,19 @@ def _run(args: argparse.Namespace) -> None:
         print(path)
 
 
+def _reference_train(args: argparse.Namespace) -> None:
+    import torch
+
+    from harness.params import override_params, parse_set_options
+    from harness.reference.train import TrainConfig, train
+    from harness.runner import default_cache_dir
+
+    settings = parse_set_options([f"train.{s}" for s in args.settings], ["train"])["train"]
+    config = override_params(TrainConfig(), settings, "train")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    print(train(args.out, args.work_dir or default_cache_dir() / "reference-train", config, device))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -122,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
             _list(args.kind)
         elif args.command == "run":
             _run(args)
+        elif args.command == "reference":
+            _reference_train(args)
     except UsageError as exc:
         print(f"harness: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -66,8 +66,9 @@ def check_writable(output_dir: Path) -> None:
             from None
 
 
-def write_run(output_dir: Path, run_id: str, results: dict[str, Any], records: list[dict[str, Any]]) -> Path:
-    """Write results.json and samples.jsonl as one atomic folder rename; returns the path of results.json."""
+def write_run(output_dir: Path, run_id: str, results: dict[str, Any], records: list[dict[str, Any]],
+              artifacts: dict[str, bytes] | None = None) -> Path:
+    """Write results.json, samples.jsonl and any artifacts as one atomic folder rename; returns results.json's path."""
     output_dir.mkdir(parents=True, exist_ok=True)
     final = output_dir / run_id
     staging = output_dir / f".staging-{run_id}-{os.getpid()}"
@@ -76,6 +77,8 @@ def write_run(output_dir: Path, run_id: str, results: dict[str, Any], records: l
         (staging / SAMPLES_FILE).write_text("".join(json.dumps(json_safe(r), allow_nan=False) + "\n"
                                                     for r in records))
         (staging / RESULTS_FILE).write_text(dumps(results) + "\n")
+        for name, content in (artifacts or {}).items():
+            (staging / name).write_bytes(content)
         for file in staging.iterdir():
             with file.open("rb") as handle:
                 os.fsync(handle.fileno())

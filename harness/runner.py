@@ -145,6 +145,7 @@ def run(options: RunOptions) -> Path | None:
     details: dict[str, Any] = {}
     suite_records: dict[str, Any] = {}
     records: list[dict[str, Any]] = []
+    artifacts: dict[str, bytes] = {}
     for suite in suites:
         samples = _load_samples(cache, run_setup, requests[suite.name], options.batch_size)
         references = (_load_samples(cache, base_setup, requests[suite.name], options.batch_size)
@@ -164,7 +165,9 @@ def run(options: RunOptions) -> Path | None:
             "samples_requested": len(requests[suite.name]),
             "samples_scored": len(result.records),
             "notes": result.notes,
+            "artifacts": [f"{suite.name}-{name}" for name in result.artifacts],
         }
+        artifacts.update({f"{suite.name}-{name}": content for name, content in result.artifacts.items()})
         for index, (sample, scores) in enumerate(zip(samples, result.records, strict=True)):
             record = {"suite": suite.name, "prompt": sample.request.prompt,
                       "prompt_index": sample.request.prompt_index, "sample_index": sample.request.sample_index,
@@ -196,7 +199,7 @@ def run(options: RunOptions) -> Path | None:
         "git_commit": git_commit(),
         "wall_seconds": time.perf_counter() - started,
     }
-    return write_run(options.output_dir, run_id, results, records)
+    return write_run(options.output_dir, run_id, results, records, artifacts)
 
 
 def _load_samples(cache: ImageCache, setup: GenerationSetup, requests: list[ImageRequest], batch_size: int) -> list:

@@ -8,3 +8,8 @@ SUITES.register(
     "suites.fidelity:FidelitySuite",
     "PSNR, SSIM and LPIPS of each image against the uncompressed model's image for the same prompt and seed.",
 )
+SUITES.register(
+    "geneval-shapes",
+    "suites.geneval_shapes:GenevalShapesSuite",
+    "GenEval's rules and scores on the synthetic shapes world (553 prompts), judged exactly instead of by a detector.",
+)

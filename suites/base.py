@@ -28,6 +28,8 @@ class SuiteResult:
     metrics: dict[str, MetricValue]  # metric name (without the suite prefix) -> value
     records: list[dict[str, Any]]  # per sample, aligned with the samples scored: scores, reason
     notes: list[str] = field(default_factory=list)  # e.g. a metric that could not be computed, and why
+    # files for people to look at (e.g. an image grid), by file name; written into the run folder as "<suite>-<name>"
+    artifacts: dict[str, bytes] = field(default_factory=dict)
 
 
 class Suite:

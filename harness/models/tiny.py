@@ -86,7 +86,7 @@ def build_tiny_flux() -> FluxPipeline:
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)
-        text_encoder, tokenizer = _clip(_CLIP_L_WIDTH, with_projection=False)
+        text_encoder, tokenizer = clip_text_encoder(_CLIP_L_WIDTH, with_projection=False)
         text_encoder_2, tokenizer_2 = _t5()
         pipe = FluxPipeline(
             transformer=FluxTransformer2DModel(**TINY_FLUX_TRANSFORMER),
@@ -114,8 +114,8 @@ def _build_sd3(transformer_config: dict[str, Any]) -> StableDiffusion3Pipeline:
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)
-        text_encoder, tokenizer = _clip(_CLIP_L_WIDTH, with_projection=True)
-        text_encoder_2, tokenizer_2 = _clip(_CLIP_G_WIDTH, with_projection=True)
+        text_encoder, tokenizer = clip_text_encoder(_CLIP_L_WIDTH, with_projection=True)
+        text_encoder_2, tokenizer_2 = clip_text_encoder(_CLIP_G_WIDTH, with_projection=True)
         pipe = StableDiffusion3Pipeline(
             transformer=SD3Transformer2DModel(**transformer_config),
             scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),  # SD3.5's scheduler
@@ -181,24 +181,27 @@ def _clip_bpe() -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
     return vocab, merges
 
 
-def _clip(
-    width: int, *, with_projection: bool
+def clip_text_encoder(
+    width: int, *, with_projection: bool, layers: int = 2, max_length: int = _CLIP_MAX_LENGTH
 ) -> tuple[CLIPTextModel | CLIPTextModelWithProjection, CLIPTokenizer]:
-    """A 2-layer CLIP text tower of `width` (projection to `width` for SD3's pooled embedding) and its tokenizer."""
+    """A CLIP text tower of `width` (projection to `width` for SD3's pooled embedding) and its tokenizer.
+
+    Random weights, CLIP's real BPE: the tiny models and the reference model's text encoders start from here.
+    """
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     vocab, merges = _clip_bpe()
     tokenizer = CLIPTokenizer(
-        vocab={token: i for i, token in enumerate(vocab)}, merges=list(merges), model_max_length=_CLIP_MAX_LENGTH
+        vocab={token: i for i, token in enumerate(vocab)}, merges=list(merges), model_max_length=max_length
     )
     config = CLIPTextConfig(
         vocab_size=len(vocab),
         hidden_size=width,
         intermediate_size=2 * width,
         projection_dim=width,
-        num_hidden_layers=2,
+        num_hidden_layers=layers,
         num_attention_heads=2,
-        max_position_embeddings=_CLIP_MAX_LENGTH,
+        max_position_embeddings=max_length,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,  # CLIP pools the hidden state at the first end-of-text token
         pad_token_id=tokenizer.pad_token_id,

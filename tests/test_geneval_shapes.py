@@ -1,0 +1,348 @@
+"""The geneval-shapes suite: a perfect generator scores 1, chosen corruptions fail with GenEval's reasons, --limit is
+stratified, metadata files fail clearly, the grid shows what was judged, and a whole run writes the grid."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import math
+import random
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import invoke, read_results, run_args
+from PIL import Image
+
+from harness.errors import UsageError
+from harness.generation import ImageRequest
+from harness.metrics import lookup
+from harness.params import build_params
+from harness.reference.render import render
+from harness.reference.world import (
+    BENCHMARK_TAG_COUNTS,
+    COLORS,
+    IMAGE_SIZE,
+    Scene,
+    benchmark_metadata,
+    make_metadata,
+    scene_for,
+    write_metadata_jsonl,
+)
+from suites.base import Sample
+from suites.geneval_rules import TAGS
+from suites.geneval_shapes import (
+    GRID_BORDER,
+    GRID_LABEL_WIDTH,
+    GRID_PAD,
+    GRID_SCALE,
+    GenevalShapesSuite,
+    stratified_order,
+)
+
+META = benchmark_metadata(0)
+TOTAL = len(META)
+OPPOSITE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
+GREEN, RED = (40, 170, 40), (220, 30, 30)
+
+
+def scene_of(request: ImageRequest, metadata: list[dict[str, Any]] = META) -> Scene:
+    """The perfect generator's scene for a request: deterministic per prompt and sample."""
+    return scene_for(metadata[request.prompt_index], random.Random(f"{request.prompt_index}:{request.sample_index}"))
+
+
+def as_sample(request: ImageRequest, image: np.ndarray) -> Sample:
+    return Sample(request, 0, image, Path(f"{request.prompt_index}-{request.sample_index}.png"))
+
+
+def perfect(requests: list[ImageRequest], metadata: list[dict[str, Any]] = META) -> list[Sample]:
+    return [as_sample(r, render(scene_of(r, metadata))) for r in requests]
+
+
+def binary_stderr(correct: int, n: int) -> float:
+    """Standard error of the mean of `correct` ones and `n - correct` zeros."""
+    return math.sqrt(correct * (n - correct) / (n * (n - 1))) / math.sqrt(n)
+
+
+# --- a perfect generator ----------------------------------------------------------------------------------------
+
+
+def test_perfect_generator_scores_one_everywhere():
+    suite = GenevalShapesSuite()
+    requests = suite.requests(60)
+    assert len(requests) == 120
+    result = suite.score(perfect(requests), None)
+    assert set(result.metrics) == {m.name for m in GenevalShapesSuite.metrics}  # all six tags occur in 60 prompts
+    for name, value in result.metrics.items():
+        assert value.value == 1.0, (name, [r for r in result.records if not r["correct"]][:3])
+    assert result.metrics["overall"].n == 120 and result.metrics["overall"].stderr == 0.0
+    assert result.metrics["correct_prompts"].n == 60
+    assert result.notes == [f"geneval-shapes: 60 of {TOTAL} prompts scored (a stratified subset)"]
+    assert all(r["reason"] == "" and r["detections"] for r in result.records)
+    first = result.records[0]  # compact: no masks, rounded scores, integer boxes
+    assert set(first) == {"tag", "correct", "reason", "detections"}
+    scene = scene_of(requests[0])
+    assert sorted(map(json.dumps, first["detections"])) == sorted(
+        json.dumps({"label": o.shape, "score": 1.0, "box": list(o.box), "color": o.color}) for o in scene.objects)
+
+
+def test_every_metric_is_declared_as_a_fraction_and_registered():
+    for metric in GenevalShapesSuite.metrics:
+        assert metric.unit == "fraction" and metric.higher_is_better and metric.description
+        assert lookup(f"geneval-shapes/{metric.name}") == metric
+    assert [m.name for m in GenevalShapesSuite.metrics] == ["overall", *TAGS, "correct_images", "correct_prompts"]
+
+
+# --- corrupted images -------------------------------------------------------------------------------------------
+
+
+def first_request(requests: list[ImageRequest], tag: str, sample: int) -> ImageRequest:
+    return next(r for r in requests if META[r.prompt_index]["tag"] == tag and r.sample_index == sample)
+
+
+def corrupt(requests: list[ImageRequest]) -> tuple[list[Sample], dict[ImageRequest, str]]:
+    """Perfect images except for six chosen corruptions, on the first prompt of each tag; the expected reasons."""
+    images = {r: render(scene_of(r)) for r in requests}
+    expected: dict[ImageRequest, str] = {}
+
+    def redo(request: ImageRequest, objects: list, reason: str) -> None:
+        images[request] = render(Scene(tuple(objects)))
+        expected[request] = reason
+
+    # single_object: both samples empty, so the prompt has no correct image
+    for sample in (0, 1):
+        request = first_request(requests, "single_object", sample)
+        redo(request, [], f"expected {META[request.prompt_index]['include'][0]['class']}>=1, found 0")
+    # two_object, sample 1: the second object removed
+    request = first_request(requests, "two_object", 1)
+    objects = list(scene_of(request).objects)
+    redo(request, objects[:1], f"expected {objects[1].shape}>=1, found 0")
+    # counting, sample 0: one object too few
+    request = first_request(requests, "counting", 0)
+    objects = list(scene_of(request).objects)
+    redo(request, objects[1:], f"expected {objects[0].shape}>={len(objects)}, found {len(objects) - 1}")
+    # colors, sample 0: the object repainted
+    request = first_request(requests, "colors", 0)
+    (obj,) = scene_of(request).objects
+    other = next(c for c in COLORS if c != obj.color)
+    redo(request, [dataclasses.replace(obj, color=other)],
+         f"expected {obj.color} {obj.shape}>=1, found 0 {obj.color}; and 1 {other}")
+    # position, sample 0: the scene mirrored on the relation's axis, which turns the relation round
+    request = first_request(requests, "position", 0)
+    reference, subject = scene_of(request).objects
+    relation = META[request.prompt_index]["include"][1]["position"][0]
+    if relation in ("left of", "right of"):
+        moved = [dataclasses.replace(o, left=IMAGE_SIZE - o.left - o.size) for o in (reference, subject)]
+    else:
+        moved = [dataclasses.replace(o, top=IMAGE_SIZE - o.top - o.size) for o in (reference, subject)]
+    redo(request, moved, f"expected {subject.shape} {relation} target, found {OPPOSITE[relation]} target")
+    # color_attr, sample 1: the two colours swapped, so both clauses fail
+    request = first_request(requests, "color_attr", 1)
+    a, b = scene_of(request).objects
+    redo(request, [dataclasses.replace(a, color=b.color), dataclasses.replace(b, color=a.color)],
+         f"expected {a.color} {a.shape}>=1, found 0 {a.color}; and 1 {b.color}\n"
+         f"expected {b.color} {b.shape}>=1, found 0 {b.color}; and 1 {a.color}")
+    return [as_sample(r, images[r]) for r in requests], expected
+
+
+def test_corrupted_images_fail_with_geneval_reasons_and_the_fractions_follow():
+    suite = GenevalShapesSuite()
+    requests = suite.requests(24)  # 4 prompts of each tag, 8 images each
+    assert Counter(META[r.prompt_index]["tag"] for r in requests) == dict.fromkeys(TAGS, 8)
+    samples, expected = corrupt(requests)
+    result = suite.score(samples, None)
+    wrong = {s.request: r["reason"] for s, r in zip(samples, result.records, strict=True) if not r["correct"]}
+    assert wrong == expected
+    metrics = {name: value.value for name, value in result.metrics.items()}
+    assert metrics == {
+        "single_object": 6 / 8, "two_object": 7 / 8, "counting": 7 / 8, "colors": 7 / 8, "position": 7 / 8,
+        "color_attr": 7 / 8,
+        "overall": pytest.approx((6 / 8 + 5 * 7 / 8) / 6),
+        "correct_images": 41 / 48,
+        "correct_prompts": 23 / 24,  # one wrong of two still makes a correct prompt; the single_object one has none
+    }
+    assert result.metrics["single_object"].stderr == pytest.approx(binary_stderr(6, 8))
+    assert result.metrics["overall"].stderr == pytest.approx(
+        math.sqrt(binary_stderr(6, 8) ** 2 + 5 * binary_stderr(7, 8) ** 2) / 6)
+    assert result.metrics["overall"].n == 48 and result.metrics["correct_prompts"].n == 24
+    colors = next(r for s, r in zip(samples, result.records, strict=True)
+                  if s.request == first_request(requests, "colors", 0))
+    (detection,) = colors["detections"]
+    assert detection["color"] != META[first_request(requests, "colors", 0).prompt_index]["include"][0]["color"]
+
+
+def test_correct_prompts_counts_a_prompt_with_one_good_image_of_two():
+    suite = GenevalShapesSuite()
+    requests = suite.requests(2)
+    assert [r.sample_index for r in requests] == [0, 1, 0, 1]
+    samples = perfect(requests)
+    blank = render(Scene(()))
+    one_wrong = [samples[0], as_sample(requests[1], blank), *samples[2:]]
+    result = suite.score(one_wrong, None)
+    assert result.metrics["correct_prompts"].value == 1.0
+    assert result.metrics["correct_images"].value == 3 / 4
+    both_wrong = [as_sample(requests[0], blank), as_sample(requests[1], blank), *samples[2:]]
+    result = suite.score(both_wrong, None)
+    assert result.metrics["correct_prompts"].value == 1 / 2
+    # only the two tags of these prompts are reported, and the notes say so
+    assert set(result.metrics) - {"overall", "correct_images", "correct_prompts"} == \
+        {META[requests[0].prompt_index]["tag"], META[requests[2].prompt_index]["tag"]}
+    assert any("overall is the mean over the 2 tag(s) present" in note for note in result.notes)
+
+
+# --- stratified --limit -----------------------------------------------------------------------------------------
+
+
+def test_limit_holds_the_tags_in_genevals_proportions_for_every_prefix():
+    suite = GenevalShapesSuite()
+    everything = suite.requests(None)
+    assert len(everything) == 2 * TOTAL
+    assert sorted({r.prompt_index for r in everything}) == list(range(TOTAL))
+    seen: Counter[str] = Counter()
+    order = [r.prompt_index for r in everything if r.sample_index == 0]
+    for n, index in enumerate(order, start=1):
+        seen[META[index]["tag"]] += 1
+        for tag, count in BENCHMARK_TAG_COUNTS.items():
+            assert abs(seen[tag] - n * count / TOTAL) <= 1, (n, tag, seen)
+    for tag in TAGS:  # each tag's prompts in file order
+        indices = [i for i in order if META[i]["tag"] == tag]
+        assert indices == sorted(indices)
+    for n in (1, 5, 6, 7, 13, 100, 552):
+        limited = suite.requests(n)
+        assert limited == everything[:2 * n]  # same first prompts whatever the limit: a prefix of the full list
+        assert all(r.prompt == META[r.prompt_index]["prompt"] for r in limited)  # prompt_index: the file's index
+        tags = Counter(META[r.prompt_index]["tag"] for r in limited if r.sample_index == 0)
+        assert all(abs(tags[t] - n * c / TOTAL) <= 1 for t, c in BENCHMARK_TAG_COUNTS.items()), (n, tags)
+    assert {META[r.prompt_index]["tag"] for r in suite.requests(6)} == set(TAGS)
+
+
+def test_stratified_order_on_unbalanced_tags():
+    rng = random.Random(7)
+    for _ in range(50):
+        counts = {f"t{i}": rng.randint(1, 40) for i in range(rng.randint(1, 6))}
+        tags = [t for t, c in counts.items() for _ in range(c)]
+        rng.shuffle(tags)
+        order = stratified_order(tags)
+        assert sorted(order) == list(range(len(tags)))
+        seen: Counter[str] = Counter()
+        for n, index in enumerate(order, start=1):
+            seen[tags[index]] += 1
+            assert all(abs(seen[t] - n * c / len(tags)) <= 1 for t, c in counts.items())
+
+
+def test_samples_per_prompt_and_params_from_the_command_line(tmp_path):
+    suite = GenevalShapesSuite(GenevalShapesSuite.Params(samples_per_prompt=3))
+    assert [r.sample_index for r in suite.requests(2)] == [0, 1, 2, 0, 1, 2]
+    params = build_params(GenevalShapesSuite.Params, {"metadata": str(tmp_path / "m.jsonl"), "samples_per_prompt":
+                                                      "4", "grid_prompts_per_tag": "1"}, "geneval-shapes")
+    assert params == GenevalShapesSuite.Params(tmp_path / "m.jsonl", 4, 1)
+    with pytest.raises(UsageError, match="samples_per_prompt must be at least 1"):
+        build_params(GenevalShapesSuite.Params, {"samples_per_prompt": "0"}, "geneval-shapes")
+
+
+# --- metadata files ---------------------------------------------------------------------------------------------
+
+
+def test_a_metadata_file_replaces_the_benchmark(tmp_path):
+    metadata = [make_metadata("counting", ("cross",), count=3), make_metadata("single_object", ("circle",)),
+                make_metadata("colors", ("square",), ("blue",)), make_metadata("counting", ("circle",), count=2)]
+    path = tmp_path / "mine.jsonl"
+    write_metadata_jsonl(metadata, path)
+    suite = GenevalShapesSuite(GenevalShapesSuite.Params(metadata=path, samples_per_prompt=1))
+    requests = suite.requests(None)
+    assert [r.prompt_index for r in requests] == [0, 1, 2, 3]  # counting is half the file: it leads
+    assert [r.prompt_index for r in suite.requests(2)] == [0, 1]
+    result = suite.score(perfect(requests, metadata), None)
+    assert result.metrics["overall"].value == 1.0
+    assert set(result.metrics) == {"overall", "single_object", "counting", "colors", "correct_images",
+                                   "correct_prompts"}
+
+
+def good_line(**change: Any) -> str:
+    return json.dumps({**make_metadata("colors", ("circle",), ("red",)), **change})
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"", "holds no metadata lines"),
+    (b"\n  \n", "holds no metadata lines"),
+    (b'{"tag": "single_object", "include": [{"class": "circle", "count": 1}], "prompt": "caf\xe9"}\n',
+     "is not UTF-8 text"),
+    (f"{good_line()}\n{{not json\n".encode(), ":2: not a JSON object"),
+    (f"{good_line(tag='count')}\n".encode(), ":1: not a GenEval metadata line: metadata.tag must be one of"),
+    (f"{good_line()}\n{good_line(extra=1)}\n".encode(), ":2: not a GenEval metadata line: metadata has unknown key"),
+    (f"{good_line(prompt='')}\n".encode(), ':1: metadata lacks a non-empty "prompt" string'),
+    (f"{good_line(include=[{'class': 'dog', 'count': 1}])}\n".encode(),
+     ":1: class 'dog' does not exist in the shapes world (its classes: circle, square, triangle, cross)"),
+    (f"{good_line()}\n{good_line(include=[{'class': 'circle', 'count': 1, 'color': 'purple'}])}\n".encode(),
+     ":2: colour 'purple' does not exist in the shapes world (its colours: red, green, blue, yellow, white, black)"),
+])
+def test_bad_metadata_files_name_file_and_line(tmp_path, content, message):
+    path = tmp_path / "meta.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(UsageError) as info:
+        GenevalShapesSuite(GenevalShapesSuite.Params(metadata=path)).requests(None)
+    assert str(path) in str(info.value) and message in str(info.value)
+
+
+def test_missing_metadata_file_or_folder(tmp_path):
+    for path, message in ((tmp_path / "absent.jsonl", "does not exist"), (tmp_path, "is a folder")):
+        with pytest.raises(UsageError, match=message):
+            GenevalShapesSuite(GenevalShapesSuite.Params(metadata=path)).requests(3)
+
+
+def test_cli_reports_a_bad_metadata_file_before_loading_the_model(dirs, tmp_path):
+    result = invoke(*run_args(dirs, "--suite", "geneval-shapes", "--set",
+                              f"geneval-shapes.metadata={tmp_path / 'absent.jsonl'}"))
+    assert result.returncode == 2 and "absent.jsonl' does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# --- grid -------------------------------------------------------------------------------------------------------
+
+
+def test_grid_shows_the_first_prompts_of_each_tag_framed_by_verdict():
+    suite = GenevalShapesSuite(GenevalShapesSuite.Params(grid_prompts_per_tag=1))
+    requests = suite.requests(24)
+    samples, expected = corrupt(requests)
+    grid = np.asarray(Image.open(io.BytesIO(suite.score(samples, None).artifacts["grid.png"])).convert("RGB"))
+    cell = IMAGE_SIZE * GRID_SCALE
+    step = cell + 2 * GRID_BORDER + GRID_PAD
+    assert grid.shape == (GRID_PAD + 6 * step, GRID_PAD + GRID_LABEL_WIDTH + 2 * step, 3)
+    for row, tag in enumerate(TAGS):  # the corruptions are on the first prompt of each tag
+        for column in (0, 1):
+            request = first_request(requests, tag, column)
+            top, left = GRID_PAD + row * step, GRID_PAD + GRID_LABEL_WIDTH + column * step
+            frame = RED if request in expected else GREEN
+            assert tuple(grid[top, left]) == frame and tuple(grid[top + step - GRID_PAD - 1, left]) == frame
+            image = next(s.image for s in samples if s.request == request)
+            inside = grid[top + GRID_BORDER:top + GRID_BORDER + cell, left + GRID_BORDER:left + GRID_BORDER + cell]
+            assert np.array_equal(inside, image.repeat(GRID_SCALE, 0).repeat(GRID_SCALE, 1))
+        label = grid[GRID_PAD + row * step:GRID_PAD + row * step + 20, GRID_PAD:GRID_LABEL_WIDTH]
+        assert (label < 128).any()  # the prompt text is drawn
+    assert "grid.png" not in GenevalShapesSuite(GenevalShapesSuite.Params(grid_prompts_per_tag=0)).score(
+        samples, None).artifacts
+
+
+# --- a whole run ------------------------------------------------------------------------------------------------
+
+
+def test_run_on_the_tiny_model_writes_scores_and_the_grid(dirs):
+    result = invoke(*run_args(dirs, "--suite", "geneval-shapes", "--limit", "6"))
+    assert result.returncode == 0, result.stderr
+    results = read_results(result.stdout)
+    folder = Path(result.stdout.strip().splitlines()[-1]).parent
+    suite = results["suites"]["geneval-shapes"]
+    assert suite["samples_requested"] == suite["samples_scored"] == 12
+    assert suite["artifacts"] == ["geneval-shapes-grid.png"]
+    assert suite["params"] == {"metadata": None, "samples_per_prompt": 2, "grid_prompts_per_tag": 2}
+    with Image.open(folder / "geneval-shapes-grid.png") as grid:
+        assert grid.format == "PNG" and grid.width > GRID_LABEL_WIDTH and grid.height > IMAGE_SIZE
+    for name in ("overall", *TAGS, "correct_images", "correct_prompts"):  # 6 prompts: one of each tag
+        assert 0.0 <= results["metrics"][f"geneval-shapes/{name}"] <= 1.0
+        assert results["metric_details"][f"geneval-shapes/{name}"]["unit"] == "fraction"
+    records = [json.loads(line) for line in (folder / "samples.jsonl").read_text().splitlines()]
+    assert len(records) == 12 and {r["tag"] for r in records} == set(TAGS)
+    assert all(isinstance(r["correct"], bool) and isinstance(r["detections"], list) for r in records)
