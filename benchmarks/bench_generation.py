@@ -23,6 +23,7 @@ Usage: python benchmarks/bench_generation.py [--images 64] [--batch-size 4] [--r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -82,6 +83,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="a round during which other processes used more than this share of the CPUs is noisy: "
                         "it is shown, left out of the median and redone (at most --repeats redos; Linux only; "
                         "1 disables; default: 0.05)")
+    parser.add_argument("--bare-inference-mode", action="store_true",
+                        help="run the bare loop under torch.inference_mode(), as the harness does, instead of the "
+                        "pipeline's own torch.no_grad() (default: off, the plain diffusers call)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available, else cpu)")
     args = parser.parse_args(argv)
     for name in ("images", "batch_size", "repeats", "threads"):
@@ -149,17 +153,18 @@ def main(argv: list[str] | None = None) -> int:
             negative = {}
             if spec.family == "sd3" and sampling.negative_prompt is not None:
                 negative["negative_prompt"] = [sampling.negative_prompt] * len(batch_prompts)
-            images = pipeline(
-                prompt=batch_prompts,
-                generator=[torch.Generator("cpu").manual_seed(seed) for seed in seeds],
-                num_inference_steps=sampling.num_inference_steps,
-                guidance_scale=sampling.guidance_scale,
-                height=sampling.height,
-                width=sampling.width,
-                output_type="np",
-                **negative,
-                **extra,
-            ).images
+            with torch.inference_mode() if args.bare_inference_mode else contextlib.nullcontext():
+                images = pipeline(
+                    prompt=batch_prompts,
+                    generator=[torch.Generator("cpu").manual_seed(seed) for seed in seeds],
+                    num_inference_steps=sampling.num_inference_steps,
+                    guidance_scale=sampling.guidance_scale,
+                    height=sampling.height,
+                    width=sampling.width,
+                    output_type="np",
+                    **negative,
+                    **extra,
+                ).images
             for image in (images * 255).round().astype(np.uint8):  # as diffusers' numpy_to_pil
                 Image.fromarray(image).save(folder / f"{count:06d}.png", format="PNG")
                 count += 1
@@ -183,7 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     load_average = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
     print(f"torch threads: {torch.get_num_threads()} (interop {torch.get_num_interop_threads()}), "
           f"cpu count: {os.cpu_count()}, load average: {load_average}, torch {torch.__version__}")
-    print(f"images per round: {n}, batch size: {args.batch_size}, repeats: {args.repeats} (+1 warm-up each)")
+    bare_grad_mode = "torch.inference_mode()" if args.bare_inference_mode else "the pipeline's own torch.no_grad()"
+    print(f"images per round: {n}, batch size: {args.batch_size}, repeats: {args.repeats} (+1 warm-up each); "
+          f"bare loop under {bare_grad_mode}")
 
     # Warm-up round of each path, untimed; it also checks that both paths made the same pixels.
     with tempfile.TemporaryDirectory(prefix="bench_generation_warmup_") as tmp:

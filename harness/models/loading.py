@@ -160,6 +160,9 @@ def load_model(spec: ModelSpec, *, weights: str | None, device: str, dtype: str 
                 raise UsageError(f"--weights '{weights}' does not exist")
         elif Path(spec.repo_id).is_dir():
             folder = Path(spec.repo_id)
+        elif Path(spec.repo_id).is_absolute():  # a model shipped inside the package whose weights are not there
+            raise UsageError(f"model '{spec.name}' has no weights at {spec.repo_id}: build them with "
+                             f"`harness reference train --out {spec.repo_id}`, or pass --weights <folder>")
         else:
             folder = _download(spec.repo_id, spec.revision)
         family = _family_of_folder(folder)

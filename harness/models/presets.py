@@ -19,6 +19,10 @@ from harness.models.tiny import (
     build_tiny_sd3,
     build_tiny_sd35_medium,
 )
+from harness.reference.model import TEXT_TOKENS_T5
+from harness.reference.model import TRANSFORMER_CONFIG as REFERENCE_TRANSFORMER
+from harness.reference.model import WEIGHTS_DIR as REFERENCE_WEIGHTS
+from harness.reference.world import IMAGE_SIZE
 
 _SD35_LARGE_TRANSFORMER: dict[str, Any] = {
     "sample_size": 128,
@@ -153,6 +157,17 @@ _SPECS = (
         transformer_config=TINY_FLUX_TRANSFORMER,
         dtype="float32",
         build=build_tiny_flux,
+    ),
+    ModelSpec(
+        name="reference",
+        description="the embedded reference model: a 12-block SD3 MMDiT (7 M parameters) trained on the synthetic "
+        "shapes world (harness reference train); 64x64, 20 steps, CFG 2.5",
+        family="sd3",
+        sampling=SamplingSettings(num_inference_steps=20, guidance_scale=2.5, height=IMAGE_SIZE, width=IMAGE_SIZE,
+                                  max_sequence_length=TEXT_TOKENS_T5, negative_prompt=""),
+        transformer_config=REFERENCE_TRANSFORMER,
+        dtype="float32",
+        repo_id=str(REFERENCE_WEIGHTS),
     ),
 )
 
