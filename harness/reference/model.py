@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
 LATENT_CHANNELS = 4
-VAE_BLOCKS = (32, 64, 64)  # three blocks: two downsamplings, 64x64 images -> 16x16 latents
+VAE_BLOCKS = (16, 32, 64)  # three blocks: two downsamplings, 64x64 images -> 16x16 latents; narrow at full size
 CLIP_WIDTHS = (64, 128)  # like CLIP-L and CLIP-G, smaller
 CLIP_LAYERS = 3
 CLIP_MAX_LENGTH = 16  # the world's longest prompt is 12 tokens with its start and end tokens

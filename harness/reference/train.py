@@ -38,7 +38,7 @@ LOG = "train_log.jsonl"
 @dataclass(frozen=True)
 class TrainConfig:
     seed: int = 0
-    vae_steps: int = 1200
+    vae_steps: int = 1000
     vae_batch_size: int = 32
     vae_lr: float = 2e-3
     steps: int = 6000
