@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import gc
-import json
 import os
 import statistics
 import sys
@@ -112,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     spec = resolve_model(args.model)
-    sampling = spec.sampling if args.steps is None else spec.sampling.replace(num_inference_steps=args.steps)
+    sampling = spec.sampling
+    if args.steps is not None:
+        sampling = dataclasses.replace(sampling, num_inference_steps=args.steps)
     model = load_model(spec, weights=None, device=device)  # also disables the pipeline's progress bar
     pipeline = model.pipeline
     pipeline.set_progress_bar_config(disable=True)
@@ -120,15 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     prompts = read_prompt_file(PROMPTS)
     requests = [ImageRequest(prompts[i % len(prompts)], i % len(prompts), i // len(prompts))
                 for i in range(args.images)]
-    setup = GenerationSetup(
-        model_fingerprint=model.fingerprint,
-        dtype=str(model.dtype).removeprefix("torch."),
-        device=device_name(device),
-        chain=(),
-        sampling=json.dumps(sampling.as_dict(), sort_keys=True),
-        seed_mode="per-image",
-        base_seed=BASE_SEED,
-    )
+    setup = GenerationSetup.for_model(model, sampling, "per-image", BASE_SEED)
     # The bare loop's input: the same batches (consecutive chunks of the request list) and the same per-image seeds.
     bare_batches = [
         ([r.prompt for r in chunk], [image_seed(BASE_SEED, r.prompt_index, r.sample_index) for r in chunk])

@@ -58,6 +58,22 @@ class GenerationSetup:
     seed_mode: SeedMode
     base_seed: int
 
+    @classmethod
+    def for_model(cls, model: Any, sampling: Any, seed_mode: SeedMode = "per-image", base_seed: int = 0,
+                  chain: tuple[tuple[str, str], ...] = ()) -> GenerationSetup:
+        """The setup of a loaded model (harness.models.loading.LoadedModel) sampled with `sampling`."""
+        from harness.environment import device_name
+
+        return cls(
+            model_fingerprint=model.fingerprint,
+            dtype=str(model.dtype).removeprefix("torch."),
+            device=device_name(model.device),
+            chain=chain,
+            sampling=json.dumps(sampling.as_dict(), sort_keys=True),
+            seed_mode=seed_mode,
+            base_seed=base_seed,
+        )
+
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
 

@@ -8,16 +8,21 @@ from pathlib import Path
 from harness.errors import UsageError
 
 
+def read_text_file(path: Path, what: str) -> str:
+    """The text of a file the user named; `what` names it in the errors ("prompt file", "metadata file")."""
+    try:
+        return Path(path).read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise UsageError(f"{what} '{path}' does not exist") from None
+    except IsADirectoryError:
+        raise UsageError(f"{what} '{path}' is a folder, not a file") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{what} '{path}' is not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
+
+
 def read_prompt_file(path: Path) -> list[str]:
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"prompt file '{path}' does not exist") from None
-    except IsADirectoryError:
-        raise UsageError(f"prompt file '{path}' is a folder, not a file") from None
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"prompt file '{path}' is not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
+    text = read_text_file(path, "prompt file")
     prompts = []
     for number, line in enumerate(text.splitlines(), start=1):
         line = line.strip()

@@ -7,7 +7,6 @@ the main process then scores everything and writes the one merged result.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -89,7 +88,7 @@ def run(options: RunOptions) -> Path | None:
         suites.append(cls(build_params(cls.Params, settings[name], name)))
     requests = {suite.name: suite.requests(options.limit) for suite in suites}  # reads prompt files: fail early
 
-    from harness.environment import device_info, device_name, git_commit, package_versions
+    from harness.environment import device_info, git_commit, package_versions
     from harness.models.loading import load_model, resolve_model
     from harness.results import SCHEMA_VERSION, check_writable, new_run_id, remove_stale_staging, write_run
 
@@ -103,15 +102,7 @@ def run(options: RunOptions) -> Path | None:
     model = load_model(spec, weights=options.weights, device=device, dtype=options.dtype)
     spec = model.spec  # a Hub repo's family is known once its index is read
     cache = ImageCache(options.cache_dir)
-    base_setup = GenerationSetup(
-        model_fingerprint=model.fingerprint,
-        dtype=str(model.dtype).removeprefix("torch."),
-        device=device_name(device),
-        chain=(),
-        sampling=json.dumps(sampling.as_dict(), sort_keys=True),
-        seed_mode=options.seed_mode,  # type: ignore[arg-type]
-        base_seed=options.seed,
-    )
+    base_setup = GenerationSetup.for_model(model, sampling, options.seed_mode, options.seed)
     stats = GenerationStats()
 
     def generate_all(setup: GenerationSetup, suite_names: list[str], label: str) -> None:

@@ -25,6 +25,7 @@ import numpy as np
 from harness.errors import UsageError
 from harness.generation import ImageRequest
 from harness.metrics import Metric, MetricValue, summarize
+from harness.prompts import read_text_file
 from suites.base import Sample, Suite, SuiteResult
 from suites.geneval_rules import TAGS, PromptSpec, evaluate, filter_detections, parse_metadata
 from suites.geneval_rules import summarize as geneval_summary
@@ -57,15 +58,7 @@ def read_metadata_file(path: Path) -> list[PromptSpec]:
     from harness.reference.world import COLORS, SHAPES
 
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise UsageError(f"geneval-shapes metadata file '{path}' does not exist") from None
-    except IsADirectoryError:
-        raise UsageError(f"geneval-shapes metadata file '{path}' is a folder, not a file") from None
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"geneval-shapes metadata file '{path}' is not UTF-8 text (byte {exc.start}): "
-                         "save it as UTF-8") from None
+    text = read_text_file(path, "geneval-shapes metadata file")
     specs = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -29,8 +27,7 @@ def model():
 
 
 def setup_for(model, seed_mode="per-image", chain=()) -> GenerationSetup:
-    return GenerationSetup(model.fingerprint, "float32", "cpu", chain,
-                           json.dumps(model.spec.sampling.as_dict(), sort_keys=True), seed_mode, 7)
+    return GenerationSetup.for_model(model, model.spec.sampling, seed_mode, 7, chain)
 
 
 def requests(samples: int = 1) -> list[ImageRequest]:

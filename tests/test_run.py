@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 from conftest import invoke, read_results, run_args
@@ -46,39 +45,31 @@ def test_run_writes_versioned_results_and_second_run_generates_nothing(dirs):
 
 def test_compressed_chain_never_shares_images_with_the_original(dirs, tmp_path):
     """A method whose parameters differ must get its own images (the release let NF4 reuse bf16 images)."""
-    import torch
+    import sys
 
-    from compressors.base import Compressor
+    from conftest import REPO
+
     from harness.registry import COMPRESSORS
 
-    class Scale(Compressor):
-        name = "scale-for-test"
+    sys.path.insert(0, str(REPO / "tests" / "plugin_example"))
+    from harness_plugin_example import AttenuateOutput  # registered here in-process, not through its entry point
 
-        @dataclass(frozen=True)
-        class Params:
-            factor: float = 0.5
-
-        def apply(self, model):
-            with torch.no_grad():
-                model.transformer.proj_out.weight.mul_(self.params.factor)
-            return {"scaled_tensors": 1}
-
-    if "scale-for-test" not in COMPRESSORS.names():
-        COMPRESSORS.register("scale-for-test", Scale, "scale the output projection")
+    if AttenuateOutput.name not in COMPRESSORS.names():
+        COMPRESSORS.register(AttenuateOutput.name, AttenuateOutput, "scale the output projection")
 
     def run(*extra: str) -> dict:
         proc = invoke(*run_args(dirs, "--limit", "3", *extra))
         assert proc.returncode == 0, proc.stderr
         return read_results(proc.stdout)
 
-    half = run("--method", "scale-for-test")
+    half = run("--method", "attenuate-output")
     assert half["generation"]["images_generated_main_process"] == 6  # 3 originals + 3 compressed
-    assert half["compression"]["steps"][0]["cost"] == {"scaled_tensors": 1}
+    assert half["compression"]["steps"][0]["cost"] == {"tensors_scaled": 1}
     assert 0 < half["metrics"]["fidelity/psnr"] < 100
-    quarter = run("--method", "scale-for-test", "--set", "scale-for-test.factor=0.25")
+    quarter = run("--method", "attenuate-output", "--set", "attenuate-output.factor=0.25")
     assert quarter["generation"]["images_generated_main_process"] == 3  # originals cached, new chain params
     assert quarter["metrics"]["fidelity/psnr"] != half["metrics"]["fidelity/psnr"]
-    assert quarter["method"]["chain"] == [{"name": "scale-for-test", "params": {"factor": 0.25}}]
+    assert quarter["method"]["chain"] == [{"name": "attenuate-output", "params": {"factor": 0.25}}]
 
 
 def test_load_results_restores_infinities(dirs):

@@ -99,7 +99,8 @@ def build_tiny_flux() -> FluxPipeline:
                 base_image_seq_len=256,
                 max_image_seq_len=4096,
             ),
-            vae=_vae(scaling_factor=0.3611, shift_factor=0.1159),  # FLUX's VAE values
+            # FLUX's VAE scale and shift
+            vae=small_vae(_VAE_BLOCKS, _LATENT_CHANNELS, 8, scaling_factor=0.3611, shift_factor=0.1159),
             text_encoder=text_encoder,
             tokenizer=tokenizer,
             text_encoder_2=text_encoder_2,
@@ -119,7 +120,8 @@ def _build_sd3(transformer_config: dict[str, Any]) -> StableDiffusion3Pipeline:
         pipe = StableDiffusion3Pipeline(
             transformer=SD3Transformer2DModel(**transformer_config),
             scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),  # SD3.5's scheduler
-            vae=_vae(scaling_factor=1.5305, shift_factor=0.0609),  # SD3's VAE values
+            # SD3's VAE scale and shift
+            vae=small_vae(_VAE_BLOCKS, _LATENT_CHANNELS, 8, scaling_factor=1.5305, shift_factor=0.0609),
             text_encoder=text_encoder,
             tokenizer=tokenizer,
             text_encoder_2=text_encoder_2,
@@ -138,18 +140,21 @@ def _eval(pipe: Any) -> Any:
     return pipe
 
 
-def _vae(scaling_factor: float, shift_factor: float) -> AutoencoderKL:
+def small_vae(
+    blocks: tuple[int, ...], latent_channels: int, norm_num_groups: int, scaling_factor: float, shift_factor: float
+) -> AutoencoderKL:
+    """An SD3/FLUX-style AutoencoderKL (no quant convs) with one layer per block; len(blocks) - 1 downsamplings."""
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * len(_VAE_BLOCKS),
-        up_block_types=("UpDecoderBlock2D",) * len(_VAE_BLOCKS),
-        block_out_channels=_VAE_BLOCKS,
+        down_block_types=("DownEncoderBlock2D",) * len(blocks),
+        up_block_types=("UpDecoderBlock2D",) * len(blocks),
+        block_out_channels=blocks,
         layers_per_block=1,
-        latent_channels=_LATENT_CHANNELS,
-        norm_num_groups=8,
+        latent_channels=latent_channels,
+        norm_num_groups=norm_num_groups,
         sample_size=64,
         scaling_factor=scaling_factor,
         shift_factor=shift_factor,

@@ -41,23 +41,10 @@ TRANSFORMER_CONFIG: dict[str, Any] = {
 
 
 def build_vae() -> AutoencoderKL:
-    from diffusers import AutoencoderKL
+    from harness.models.tiny import small_vae
 
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * len(VAE_BLOCKS),
-        up_block_types=("UpDecoderBlock2D",) * len(VAE_BLOCKS),
-        block_out_channels=VAE_BLOCKS,
-        layers_per_block=1,
-        latent_channels=LATENT_CHANNELS,
-        norm_num_groups=16,
-        sample_size=IMAGE_SIZE,
-        scaling_factor=1.0,  # set from the latents' statistics after the VAE is trained
-        shift_factor=0.0,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-    )
+    # scale and shift are set from the latents' statistics once the autoencoder is trained
+    return small_vae(VAE_BLOCKS, LATENT_CHANNELS, 16, scaling_factor=1.0, shift_factor=0.0)
 
 
 def build_untrained_pipeline(seed: int = 0) -> StableDiffusion3Pipeline:
