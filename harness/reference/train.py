@@ -236,6 +236,7 @@ class _Trainer:
         params = [p for module in self.trainable for p in module.parameters()]
         for module in self.trainable:
             module.train()
+        pipe.vae.eval()  # frozen; also after a resume, whose fresh VAE starts in train mode
         while self.step < config.steps:
             started = time.perf_counter()
             prompts, images = _batch(self.rng, config.batch_size, self.weights)

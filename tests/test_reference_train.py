@@ -1,0 +1,74 @@
+"""`harness reference train`: a few real steps of both stages, kill and resume, save and load as a real model."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO, harness_env
+
+pytestmark = pytest.mark.slow
+
+# every stage and every periodic action in a few seconds: tiny batches, a checkpoint and a log line every step
+SETTINGS = ["vae_steps=4", "vae_batch_size=4", "steps=6", "batch_size=4", "warmup_steps=2", "eval_every=3",
+            "eval_prompts=6", "eval_steps=2", "checkpoint_every=1", "log_every=1"]
+
+
+def train_command(out: Path, work: Path) -> list[str]:
+    args = [a for s in SETTINGS for a in ("--set", s)]
+    return [sys.executable, "-m", "harness", "reference", "train", "--out", str(out), "--work-dir", str(work),
+            "--device", "cpu", *args]
+
+
+def logged(out: Path) -> list[dict]:
+    path = out / "train_log.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_train_resume_after_sigkill_matches_uninterrupted_run_and_loads(tmp_path):
+    env = harness_env()
+    whole = subprocess.run(train_command(tmp_path / "whole", tmp_path / "whole-work"), capture_output=True,
+                           text=True, env=env, cwd=REPO, timeout=600)
+    assert whole.returncode == 0, whole.stderr
+    log = logged(tmp_path / "whole")
+    assert [e["step"] for e in log if e["stage"] == "vae" and "loss" in e] == [1, 2, 3, 4]
+    assert [e["step"] for e in log if e["stage"] == "transformer" and "loss" in e] == [1, 2, 3, 4, 5, 6]
+    agreement = next(e["judge_agreement"] for e in log if "judge_agreement" in e)
+    assert set(agreement) == {"single_object", "two_object", "counting", "colors", "position", "color_attr"}
+    evals = [e for e in log if "eval" in e]
+    assert [e["step"] for e in evals] == [3, 6] and "overall" in evals[-1]["eval"]
+    assert log[-1]["step"] == 6
+    card = (tmp_path / "whole" / "README.md").read_text()
+    assert "Training device: CPU" in card and "| counting |" in card
+
+    # the same command, killed once its transformer stage has checkpointed a few steps, then run again
+    out, work = tmp_path / "resumed", tmp_path / "resumed-work"
+    process = subprocess.Popen(train_command(out, work), env=env, cwd=REPO, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not any(e["stage"] == "transformer" and e["step"] >= 2 for e in logged(out)):
+        assert process.poll() is None and time.monotonic() < deadline, "training ended or stalled before the kill"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    resumed = subprocess.run(train_command(out, work), capture_output=True, text=True, env=env, cwd=REPO,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert logged(out) == [{**e, "elapsed_s": logged(out)[i]["elapsed_s"]} for i, e in enumerate(log)]
+    for weights in sorted((tmp_path / "whole").glob("*/*.safetensors")):
+        twin = out / weights.relative_to(tmp_path / "whole")
+        assert twin.read_bytes() == weights.read_bytes(), weights.relative_to(tmp_path / "whole")
+
+    from harness.models.loading import load_model
+    from harness.models.presets import PRESETS
+
+    model = load_model(PRESETS["reference"], weights=str(out), device="cpu")
+    assert len(model.transformer.transformer_blocks) == 12
+    assert model.transformer.transformer_blocks[-1].context_pre_only
+    assert model.transformer.dtype.is_floating_point and str(model.transformer.dtype) == "torch.float32"
+    assert model.pipeline.vae.config.scaling_factor != 1.0  # set from the trained latents' spread
