@@ -334,8 +334,9 @@ def _write_card(out: Path, config: TrainConfig, log: list[dict[str, Any]], devic
     evals = [e for e in log if "eval" in e]
     final = evals[-1]["eval"] if evals else {}
     vae = next((e["judge_agreement"] for e in log if "judge_agreement" in e), {})
-    wall_minutes = max((e["elapsed_s"] for e in log if e["stage"] == "transformer"), default=0) / 60
     vae_minutes = max((e["elapsed_s"] for e in log if e["stage"] == "vae"), default=0) / 60
+    # elapsed_s runs on across stages
+    wall_minutes = max((e["elapsed_s"] for e in log), default=0) / 60 - vae_minutes
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.machine()}, " \
         f"{torch.get_num_threads()} threads)"
     rows = "\n".join(f"| {tag} | {final.get(tag, float('nan')):.3f} | {vae.get(tag, float('nan')):.3f} |"
@@ -343,11 +344,12 @@ def _write_card(out: Path, config: TrainConfig, log: list[dict[str, Any]], devic
     card = f"""# The reference model
 
 A 12-block SD3 MMDiT trained from scratch on the synthetic shapes world (`harness/reference/world.py`) by
-`harness reference train` at its defaults. Training device: {where}. Training time: {vae_minutes:.1f} min for the
-autoencoder and {wall_minutes:.1f} min for the transformer and text encoders (evaluations included).
+`harness reference train` (configuration at the end). Training device: {where}.
+Training time: {vae_minutes:.1f} min for the autoencoder and {wall_minutes:.1f} min for the transformer and text
+encoders (evaluations included).
 Weights are stored in float16; the harness loads them as float32 on the CPU.
 
-Last periodic evaluation ({final and config.eval_prompts} stratified geneval-shapes prompts, one image each,
+Last periodic evaluation ({config.eval_prompts} stratified geneval-shapes prompts, one image each,
 {config.eval_steps} steps, guidance {config.eval_guidance}); overall {final.get('overall', float('nan')):.3f}.
 The ceiling column is the judge's accuracy on autoencoded renders.
 
