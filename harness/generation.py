@@ -181,12 +181,12 @@ def generate(
     all_batches = plan_batches(setup, requests, batch_size)
     batches = [b for b in all_batches if b.index % world_size == rank]
     stats = GenerationStats()
-    todo = []
+    todo: list[tuple[PlannedBatch, set[str]]] = []  # batches with images to make, and which of their keys
     for batch in batches:
-        missing = sum(not cache.has(k) for k in batch.keys)
-        stats.cached += len(batch.keys) - missing
+        missing = {k for k in batch.keys if not cache.has(k)}
+        stats.cached += len(batch.keys) - len(missing)
         if missing:
-            todo.append(batch)
+            todo.append((batch, missing))
     family, pipeline = model.spec.family, model.pipeline
     # per-prompt mode: one generator per prompt, advanced over the prompt's earlier batches (replayed draws if cached)
     prompt_generators: dict[int, tuple[torch.Generator, int]] = {}
@@ -207,7 +207,7 @@ def generate(
     total = sum(len(b.keys) for b in batches)
     with tqdm(total=total, initial=stats.cached, unit="img", desc=description, disable=not progress,
               file=sys.stderr, dynamic_ncols=True) as bar:
-        for batch in todo:
+        for batch, missing in todo:
             if setup.seed_mode == "per-image":
                 generators = [torch.Generator("cpu").manual_seed(setup.seed_of(r)) for r in batch.requests]
                 noise = draw_noise(pipeline, family, len(batch.requests), sampling, generators, model.device,
@@ -222,7 +222,7 @@ def generate(
                     **call_kwargs(family, sampling, len(batch.requests)),
                 )
             for key, image in zip(batch.keys, to_uint8(np.asarray(output.images)), strict=True):
-                if not cache.has(key):
+                if key in missing:  # a batch runs whole (its pixels depend on it), but only new images are written
                     cache.write(key, image)
                     stats.generated += 1
                     bar.update(1)
