@@ -35,7 +35,7 @@ COLORS: tuple[str, ...] = tuple(PALETTE)
 BACKGROUND: tuple[int, int, int] = (128, 128, 128)  # mid grey: no palette colour, far from white and from black
 # Shape side in pixels (inclusive range) by the number of objects in the scene: big when there is room,
 # small enough for four to fit with gaps.
-SIZE_RANGE: dict[int, tuple[int, int]] = {1: (18, 28), 2: (18, 28), 3: (16, 22), 4: (16, 22)}
+SIZE_RANGE: dict[int, tuple[int, int]] = {1: (18, 28), 2: (18, 28), 3: (18, 24), 4: (18, 24)}
 MIN_GAP = 4  # pixels between any two objects' boxes, so shapes never touch even after an autoencoder's blur
 BORDER = 2  # pixels between an object and the image edge
 # Sampled position scenes hold the asked relation (GenEval's rule, see `relation_offsets`) with this much to spare on
