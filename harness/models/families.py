@@ -57,3 +57,47 @@ def call_kwargs(family: Family, settings: SamplingSettings, batch_size: int) -> 
     if family == "sd3" and settings.negative_prompt is not None:
         kwargs["negative_prompt"] = [settings.negative_prompt] * batch_size
     return kwargs
+
+
+def transformer_inputs(
+    transformer: torch.nn.Module,
+    batch_size: int,
+    height: int,
+    width: int,
+    text_tokens: int,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    generator: torch.Generator | None = None,
+) -> dict[str, Any]:
+    """Random keyword arguments for one transformer forward at an image size (pixels), as the pipeline would pass
+    them: SD3 takes latents [B, C, H/8, W/8]; FLUX takes 2x2-packed latents plus position ids (and guidance when
+    the model embeds it). On the meta device nothing is drawn."""
+    from diffusers import FluxTransformer2DModel
+
+    config = transformer.config
+    latent_h, latent_w = height // 8, width // 8
+
+    def draw(*shape: int) -> torch.Tensor:
+        if torch.device(device).type == "meta":
+            return torch.empty(*shape, device=device, dtype=dtype)
+        return torch.randn(*shape, generator=generator, dtype=torch.float32).to(device, dtype)
+
+    inputs: dict[str, Any] = {
+        "encoder_hidden_states": draw(batch_size, text_tokens, config.joint_attention_dim),
+        "pooled_projections": draw(batch_size, config.pooled_projection_dim),
+        "return_dict": False,
+    }
+    if isinstance(transformer, FluxTransformer2DModel):
+        image_tokens = (latent_h // 2) * (latent_w // 2)
+        inputs["hidden_states"] = draw(batch_size, image_tokens, config.in_channels)
+        inputs["timestep"] = torch.full((batch_size,), 0.5, device=device, dtype=dtype)  # FLUX takes t in [0, 1]
+        rows, columns = torch.meshgrid(torch.arange(latent_h // 2), torch.arange(latent_w // 2), indexing="ij")
+        positions = torch.stack([torch.zeros_like(rows), rows, columns], dim=-1).reshape(image_tokens, 3)
+        inputs["img_ids"] = positions.to(device, dtype)  # (0, row, column) as FluxPipeline builds them
+        inputs["txt_ids"] = torch.zeros(text_tokens, 3, device=device, dtype=dtype)
+        if config.guidance_embeds:
+            inputs["guidance"] = torch.full((batch_size,), 3.5, device=device, dtype=dtype)
+    else:
+        inputs["hidden_states"] = draw(batch_size, config.in_channels, latent_h, latent_w)
+        inputs["timestep"] = torch.full((batch_size,), 500.0, device=device, dtype=dtype)
+    return inputs

@@ -1,0 +1,226 @@
+"""Block surgery on SD3 and FLUX transformers: physical removal of whole blocks, and reversible in-place skips.
+
+`remove_blocks` deletes blocks and updates the config, so the result round-trips through `save_pretrained` /
+`from_pretrained` with no missing or unexpected keys. `skip` swaps a whole block or one of its sub-components
+(named as in `topology`) for a stand-in and puts the originals back on exit, with no reload of the pipeline: this is
+what contribution analysis ablates. The stand-ins follow HierarchicalPrune's release:
+- whole block: both token streams pass through unchanged;
+- an AdaLN modulation (`w_norm1`, `w_norm1_context`, `w_norm`): the parameter-free LayerNorm stays, shifts and
+  scales become 0 and gates 1;
+- `attn` (and `attn2` where present): returns its input, the normalised tokens, not zero;
+- `ff`, `ff_context`: return their input;
+- `proj_mlp_out` (FLUX single blocks): the MLP branch outputs zeros, so `proj_out` carries attention alone.
+Parameter-free modules of a component (SD3's `norm2` LayerNorms) are left in place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import torch
+from diffusers.models.attention import AttentionModuleMixin
+from diffusers.models.attention_processor import Attention
+from diffusers.models.normalization import (
+    AdaLayerNormContinuous,
+    AdaLayerNormZero,
+    AdaLayerNormZeroSingle,
+    SD35AdaLayerNormZeroX,
+)
+from torch import nn
+
+from harness.models.topology import BlockInfo, block_topology, component_modules
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """A whole block (`component` None) or one named sub-component of it, by execution-order block index."""
+
+    block: int
+    component: str | None = None
+
+    @property
+    def key(self) -> str:
+        return str(self.block) if self.component is None else f"{self.block}.{self.component}"
+
+    @classmethod
+    def parse(cls, key: str) -> Ablation:
+        """'7' or '7.attn' (the form `key` writes)."""
+        index, _, component = key.partition(".")
+        if not index.isdigit():
+            raise ValueError(f"'{key}' is not an ablation key: expected <block> or <block>.<component>, e.g. 7.attn")
+        return cls(int(index), component or None)
+
+
+class _StandIn(nn.Module):
+    """Base of the modules `skip` swaps in (so a second skip of the same module is caught)."""
+
+
+class _Identity(_StandIn):
+    """A feed-forward that returns its input."""
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return x
+
+
+class _PassThroughBlock(_StandIn):
+    """A skipped block: returns (encoder_hidden_states, hidden_states) unchanged, as every block's caller expects."""
+
+    def __init__(self, context_pre_only: bool) -> None:
+        super().__init__()
+        self.context_pre_only = context_pre_only  # read by SD3's controlnet branch
+
+    def forward(self, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
+                *args: Any, **kwargs: Any) -> tuple[torch.Tensor | None, torch.Tensor]:
+        return encoder_hidden_states, hidden_states
+
+
+class _FixedModulation(_StandIn):
+    """An AdaLN layer without its modulation: the parameter-free LayerNorm, shift and scale 0, gates 1."""
+
+    def __init__(self, original: nn.Module) -> None:
+        super().__init__()
+        self.norm = original.norm
+        if isinstance(original, SD35AdaLayerNormZeroX):
+            self.layout = "zero-x"
+        elif isinstance(original, AdaLayerNormZeroSingle):
+            self.layout = "single"
+        elif isinstance(original, AdaLayerNormZero):
+            self.layout = "zero"
+        else:
+            self.layout = "continuous"
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        normed = self.norm(x)
+        if self.layout == "continuous":
+            return normed
+        ones = x.new_ones(x.shape[0], x.shape[-1])
+        zeros = x.new_zeros(x.shape[0], x.shape[-1])
+        if self.layout == "single":
+            return normed, ones
+        if self.layout == "zero":
+            return normed, ones, zeros, zeros, ones
+        return normed, ones, zeros, zeros, ones, normed, ones
+
+
+class _PassThroughAttention(_StandIn):
+    """Attention that returns its input tokens (image stream, and the text stream when one is given)."""
+
+    def forward(self, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
+                **kwargs: Any) -> Any:
+        return hidden_states if encoder_hidden_states is None else (hidden_states, encoder_hidden_states)
+
+
+class _Zeros(_StandIn):
+    """A Linear layer's output replaced by zeros of the same shape (GELU(0) = 0, so the branch contributes nothing)."""
+
+    def __init__(self, out_features: int) -> None:
+        super().__init__()
+        self.out_features = out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.new_zeros(*x.shape[:-1], self.out_features)
+
+
+def _stand_in(module: nn.Module) -> nn.Module:
+    if isinstance(module, (AdaLayerNormZero, SD35AdaLayerNormZeroX, AdaLayerNormZeroSingle, AdaLayerNormContinuous)):
+        return _FixedModulation(module)
+    if isinstance(module, (Attention, AttentionModuleMixin)):  # SD3's Attention, FluxAttention
+        return _PassThroughAttention()
+    if isinstance(module, nn.Linear) or hasattr(module, "out_features"):  # proj_mlp, also when quantised
+        return _Zeros(module.out_features)
+    return _Identity()  # FeedForward
+
+
+class Skip:
+    """Reversible in-place skips; a context manager. `restore()` puts every original module back."""
+
+    def __init__(self, transformer: nn.Module, ablations: Iterable[Ablation]) -> None:
+        self.transformer = transformer
+        self._originals: list[tuple[str, nn.Module]] = []
+        blocks = block_topology(transformer)
+        try:
+            for ablation in ablations:
+                if not 0 <= ablation.block < len(blocks):
+                    raise ValueError(f"block {ablation.block} does not exist: the transformer has {len(blocks)} "
+                                     f"blocks (0-{len(blocks) - 1})")
+                block = blocks[ablation.block]
+                if ablation.component is None:
+                    original = transformer.get_submodule(block.path)
+                    self._swap(block.path, _PassThroughBlock(bool(getattr(original, "context_pre_only", False))))
+                    continue
+                for path, module in component_modules(transformer, block, ablation.component).items():
+                    self._check_not_skipped(path)
+                    if any(True for _ in module.parameters()):  # parameter-free LayerNorms stay
+                        self._swap(path, _stand_in(module))
+        except Exception:
+            self.restore()
+            raise
+
+    def _check_not_skipped(self, path: str) -> None:
+        if isinstance(self.transformer.get_submodule(path), _StandIn):
+            raise ValueError(f"'{path}' is already skipped")
+
+    def _swap(self, path: str, replacement: nn.Module) -> None:
+        self._check_not_skipped(path)
+        original = self.transformer.get_submodule(path)
+        self.transformer.set_submodule(path, replacement)
+        self._originals.append((path, original))
+
+    def restore(self) -> None:
+        for path, original in reversed(self._originals):
+            self.transformer.set_submodule(path, original)
+        self._originals.clear()
+
+    def __enter__(self) -> Skip:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.restore()
+
+
+def skip(transformer: nn.Module, ablations: Sequence[Ablation] | Ablation) -> Skip:
+    """Skip blocks or sub-components in place until the returned handle's `restore()` (or the `with` block ends)."""
+    return Skip(transformer, [ablations] if isinstance(ablations, Ablation) else ablations)
+
+
+def removable_blocks(transformer: nn.Module) -> list[BlockInfo]:
+    """Blocks that `remove_blocks` may delete: all but SD3's final `context_pre_only` block, which ends the text
+    stream (deleting it leaves a block whose weights no longer match a last block's shape, see FACTS section 4)."""
+    return [block for block in block_topology(transformer) if block.kind != "joint-last"]
+
+
+def remove_blocks(transformer: nn.Module, indices: Iterable[int]) -> list[BlockInfo]:
+    """Delete whole blocks (execution-order indices) and update the config; returns the removed blocks."""
+    blocks = block_topology(transformer)
+    wanted = sorted(set(indices))
+    allowed = {block.index for block in removable_blocks(transformer)}
+    for index in wanted:
+        if not 0 <= index < len(blocks):
+            raise ValueError(f"block {index} does not exist: the transformer has {len(blocks)} blocks "
+                             f"(0-{len(blocks) - 1})")
+        if index not in allowed:
+            raise ValueError(f"block {index} is SD3's final context_pre_only block, which ends the text stream and "
+                             "cannot be removed; remove earlier blocks instead")
+    removed = [blocks[i] for i in wanted]
+    for block in reversed(removed):  # from the back, so earlier positions stay valid
+        list_name, position = block.path.rsplit(".", 1)
+        del getattr(transformer, list_name)[int(position)]
+    _update_config(transformer)
+    return removed
+
+
+def _update_config(transformer: nn.Module) -> None:
+    config: dict[str, Any] = {"num_layers": len(transformer.transformer_blocks)}
+    if hasattr(transformer, "single_transformer_blocks"):
+        config["num_single_layers"] = len(transformer.single_transformer_blocks)
+    dual = getattr(transformer.config, "dual_attention_layers", None)
+    if dual:  # SD3.5 Medium: positions of the dual-attention blocks after the deletion
+        config["dual_attention_layers"] = tuple(
+            position for position, block in enumerate(transformer.transformer_blocks)
+            if getattr(block, "attn2", None) is not None
+        )
+    transformer.register_to_config(**config)
