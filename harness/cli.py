@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from harness.errors import UsageError
-from harness.registry import COMPRESSORS, MODELS, SUITES
+from harness.registry import COMPRESSORS, DEFAULT_MODEL, MODELS, SUITES
 
 REGISTRIES = {"models": MODELS, "methods": COMPRESSORS, "suites": SUITES}
 
@@ -37,8 +37,6 @@ def _split(text: str, sep: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from harness.generation import SEED_MODES
-    from harness.runner import default_cache_dir
 
     parser = argparse.ArgumentParser(
         prog="harness",
@@ -56,29 +54,35 @@ def build_parser() -> argparse.ArgumentParser:
         "shardable with `accelerate launch -m harness run ...`) and write results/runs/<run-id>/results.json. "
         "The last line printed is the path of results.json.",
     )
-    run.add_argument("--model", default="tiny-sd3",
-                     help="registered model name, local diffusers folder or Hub repo id (default: tiny-sd3)")
-    run.add_argument("--weights", help="local diffusers folder holding the weights of a registered model")
+    _add_model_arguments(run)
     run.add_argument("--method", default="none", type=lambda t: _split(t, "+"),
                      help="compressor chain applied in order, e.g. 'none' or 'a+b' (default: none)")
     run.add_argument("--suite", default="fidelity", type=lambda t: _split(t, ","),
                      help="comma-separated suites (default: fidelity)")
-    run.add_argument("--limit", type=_positive_int, help="use only the first N prompts of each suite")
-    run.add_argument("--seed", type=_int, default=0, help="base seed (default: 0)")
-    run.add_argument("--seed-mode", choices=SEED_MODES, default="per-image",
-                     help="per-image: a seed per (prompt, sample); per-prompt: one generator per prompt seeded "
-                     "with --seed, as GenEval's and HierarchicalPrune's scripts do (default: per-image)")
-    run.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
-    run.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], help="default: the model's")
-    run.add_argument("--batch-size", type=_positive_int, default=4, help="images per batch (default: 4)")
+    _add_generation_arguments(run)
     run.add_argument("--output-dir", type=Path, default=Path("results/runs"),
                      help="where run folders are written (default: results/runs)")
-    run.add_argument("--cache-dir", type=Path, default=None,
-                     help=f"image cache (default: $HARNESS_CACHE_DIR or {default_cache_dir()})")
     run.add_argument("--set", dest="settings", action="append", default=[], metavar="SCOPE.KEY=VALUE",
                      help="set a parameter of a method, a suite or the sampling, e.g. "
                      "--set sampling.num_inference_steps=8 --set fidelity.samples_per_prompt=2 (repeatable)")
-    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    analyze = commands.add_parser(
+        "analyze", help="contribution analysis: score the model with each block or sub-component removed",
+        description="Remove each transformer block (or each sub-component of each block) in turn, in place and "
+        "reversibly, generate a suite's images (cached) and score them with one metric. Writes a ranking file "
+        "(contribution_ranking.json, read by hierarchicalprune and depth-importance) and a heatmap PNG. Rerunning "
+        "resumes where an interrupted analysis stopped. The last line printed is the ranking file's path.",
+    )
+    _add_model_arguments(analyze)
+    analyze.add_argument("--metric", help="<suite>/<metric> to score removals with (default: the model's, "
+                         "geneval-shapes/overall for the reference model, hpsv2/overall for real models)")
+    analyze.add_argument("--granularity", choices=["block", "component"], default="block",
+                         help="remove whole blocks, or each sub-component of each block (default: block)")
+    _add_generation_arguments(analyze)
+    analyze.add_argument("--out", type=Path, default=None,
+                         help="folder for the ranking, heatmap and progress (default: <cache dir>/analysis/...)")
+    analyze.add_argument("--set", dest="settings", action="append", default=[], metavar="SCOPE.KEY=VALUE",
+                         help="set a parameter of the metric's suite or the sampling (repeatable)")
 
     reference = commands.add_parser("reference", help="the embedded reference model")
     reference_commands = reference.add_subparsers(dest="reference_command", metavar="ACTION", required=True)
@@ -95,6 +99,29 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                        help="override a training setting, e.g. --set steps=2000 (see harness/reference/train.py)")
     return parser
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="registered model name, local diffusers folder or "
+                        f"Hub repo id (default: {DEFAULT_MODEL})")
+    parser.add_argument("--weights", help="local diffusers folder holding the weights of a registered model")
+    parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], help="default: the model's")
+
+
+def _add_generation_arguments(parser: argparse.ArgumentParser) -> None:
+    from harness.generation import SEED_MODES
+    from harness.runner import default_cache_dir
+
+    parser.add_argument("--limit", type=_positive_int, help="use only the first N prompts of each suite")
+    parser.add_argument("--seed", type=_int, default=0, help="base seed (default: 0)")
+    parser.add_argument("--seed-mode", choices=SEED_MODES, default="per-image",
+                        help="per-image: a seed per (prompt, sample); per-prompt: one generator per prompt seeded "
+                        "with --seed, as GenEval's and HierarchicalPrune's scripts do (default: per-image)")
+    parser.add_argument("--batch-size", type=_positive_int, default=4, help="images per batch (default: 4)")
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help=f"image cache (default: $HARNESS_CACHE_DIR or {default_cache_dir()})")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def _list(kind: str | None) -> None:
@@ -129,6 +156,24 @@ def _run(args: argparse.Namespace) -> None:
         print(path)
 
 
+def _analyze(args: argparse.Namespace) -> None:
+    from harness.analysis import AnalyzeOptions, analyze, load_ranking
+    from harness.runner import default_cache_dir
+
+    path = analyze(AnalyzeOptions(
+        model=args.model, weights=args.weights, metric=args.metric, granularity=args.granularity, limit=args.limit,
+        seed=args.seed, seed_mode=args.seed_mode, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
+        cache_dir=args.cache_dir or default_cache_dir(), output_dir=args.out, settings=args.settings,
+        progress=not args.no_progress,
+    ))
+    ranking = load_ranking(path)
+    print(f"{ranking.metric} without removal: {ranking.base_score:.4f}")
+    print("removal        score     drop")
+    for key in ranking.order:
+        print(f"{key:<12} {ranking.scores[key]:>8.4f} {ranking.drop(key):>+8.4f}")
+    print(path)
+
+
 def _reference_train(args: argparse.Namespace) -> None:
     import torch
 
@@ -150,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
             _list(args.kind)
         elif args.command == "run":
             _run(args)
+        elif args.command == "analyze":
+            _analyze(args)
         elif args.command == "reference":
             _reference_train(args)
     except UsageError as exc:

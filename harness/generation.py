@@ -10,8 +10,8 @@ same batch.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -135,11 +135,11 @@ class ImageCache:
     def write(self, key: str, image: np.ndarray) -> None:
         from PIL import Image
 
-        target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        Image.fromarray(image).save(temporary, format="PNG")
-        os.replace(temporary, target)
+        from harness.results import write_atomic
+
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="PNG")
+        write_atomic(self.path(key), buffer.getvalue())
 
 
 @dataclass
@@ -228,3 +228,15 @@ def generate(
                     bar.update(1)
     stats.seconds = time.perf_counter() - started
     return stats
+
+
+def load_samples(cache: ImageCache, setup: GenerationSetup, requests: Sequence[ImageRequest],
+                 batch_size: int) -> list[Any]:
+    """The cached images of `requests` as suites.base.Sample objects, in request order."""
+    from suites.base import Sample
+
+    samples = []
+    for batch in plan_batches(setup, requests, batch_size):
+        for request, key in zip(batch.requests, batch.keys, strict=True):
+            samples.append(Sample(request, setup.seed_of(request), cache.read(key), cache.path(key)))
+    return samples

@@ -33,14 +33,30 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def _restore(value: Any) -> Any:
+def from_json_safe(value: Any) -> Any:
+    """The inverse of `json_safe`."""
     if isinstance(value, str) and value in _NON_FINITE:
         return _NON_FINITE[value]
     if isinstance(value, dict):
-        return {k: _restore(v) for k, v in value.items()}
+        return {k: from_json_safe(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_restore(v) for v in value]
+        return [from_json_safe(v) for v in value]
     return value
+
+
+def write_atomic(path: Path, content: bytes) -> None:
+    """Write a file whole or not at all: a temporary file beside it, flushed, then renamed over it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with temporary.open("wb") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def dumps(value: Any) -> str:
@@ -115,4 +131,4 @@ def load_results(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
         raise UsageError(f"'{path}' has schema version {data.get('schema_version') if isinstance(data, dict) else '?'}"
                          f"; this harness reads version {SCHEMA_VERSION}")
-    return _restore(data)
+    return from_json_safe(data)

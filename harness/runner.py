@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UsageError
-from harness.generation import GenerationSetup, GenerationStats, ImageCache, ImageRequest, plan_batches
+from harness.generation import GenerationSetup, GenerationStats, ImageCache, load_samples
 from harness.params import build_params, override_params, parse_set_options
-from harness.registry import COMPRESSORS, SUITES
+from harness.registry import COMPRESSORS, DEFAULT_MODEL, SUITES, Registry
 
 
 def default_cache_dir() -> Path:
@@ -27,7 +27,7 @@ def default_cache_dir() -> Path:
 
 @dataclass
 class RunOptions:
-    model: str = "tiny-sd3"
+    model: str = DEFAULT_MODEL
     weights: str | None = None
     methods: list[str] = field(default_factory=lambda: ["none"])
     suites: list[str] = field(default_factory=lambda: ["fidelity"])
@@ -69,38 +69,49 @@ def _resolve_device(requested: str | None, state: Any) -> str:
         raise UsageError(f"--device '{requested}' is not a torch device (e.g. cpu, cuda, cuda:1)") from None
 
 
+def instantiate(registry: Registry, names: list[str], settings: dict[str, dict[str, str]]) -> list[Any]:
+    """Plugin objects (compressors or suites) built with their `--set` parameters."""
+    objects = []
+    for name in names:
+        cls = registry.get(name)
+        objects.append(cls(build_params(cls.Params, settings.get(name, {}), name)))
+    return objects
+
+
+def open_model(name: str, weights: str | None, device: str | None, dtype: str | None) -> tuple[Any, Any, str]:
+    """(accelerate process state, loaded model, device) for `--model/--weights/--device/--dtype`."""
+    from harness.models.loading import load_model, resolve_model
+
+    spec = resolve_model(name)
+    state = _distributed_state(device)
+    resolved = _resolve_device(device, state)
+    return state, load_model(spec, weights=weights, device=resolved, dtype=dtype), resolved
+
+
 def run(options: RunOptions) -> Path | None:
     """Run the benchmark; returns the path of results.json on the main process, None on the others."""
     started = time.perf_counter()
-    compressors = []
-    suites = []
     for name in options.methods:
         COMPRESSORS.entry(name)
     for name in options.suites:
         SUITES.entry(name)
     scopes = ["sampling", *dict.fromkeys(options.methods), *dict.fromkeys(options.suites)]
     settings = parse_set_options(options.settings, scopes)
-    for name in options.methods:
-        cls = COMPRESSORS.get(name)
-        compressors.append(cls(build_params(cls.Params, settings[name], name)))
-    for name in dict.fromkeys(options.suites):
-        cls = SUITES.get(name)
-        suites.append(cls(build_params(cls.Params, settings[name], name)))
+    compressors = instantiate(COMPRESSORS, options.methods, settings)
+    suites = instantiate(SUITES, list(dict.fromkeys(options.suites)), settings)
     requests = {suite.name: suite.requests(options.limit) for suite in suites}  # reads prompt files: fail early
 
     from harness.environment import device_info, git_commit, package_versions
-    from harness.models.loading import load_model, resolve_model
+    from harness.models.loading import resolve_model
     from harness.results import SCHEMA_VERSION, check_writable, new_run_id, remove_stale_staging, write_run
 
-    spec = resolve_model(options.model)
-    state = _distributed_state(options.device)
-    device = _resolve_device(options.device, state)
+    override_params(resolve_model(options.model).sampling, settings["sampling"], "sampling")  # fail before loading
+    check_writable(options.output_dir)
+    state, model, device = open_model(options.model, options.weights, options.device, options.dtype)
     if state.is_main_process:
-        check_writable(options.output_dir)
         remove_stale_staging(options.output_dir)
-    sampling = override_params(spec.sampling, settings["sampling"], "sampling")
-    model = load_model(spec, weights=options.weights, device=device, dtype=options.dtype)
     spec = model.spec  # a Hub repo's family is known once its index is read
+    sampling = override_params(spec.sampling, settings["sampling"], "sampling")
     cache = ImageCache(options.cache_dir)
     base_setup = GenerationSetup.for_model(model, sampling, options.seed_mode, options.seed)
     stats = GenerationStats()
@@ -138,8 +149,8 @@ def run(options: RunOptions) -> Path | None:
     records: list[dict[str, Any]] = []
     artifacts: dict[str, bytes] = {}
     for suite in suites:
-        samples = _load_samples(cache, run_setup, requests[suite.name], options.batch_size)
-        references = (_load_samples(cache, base_setup, requests[suite.name], options.batch_size)
+        samples = load_samples(cache, run_setup, requests[suite.name], options.batch_size)
+        references = (load_samples(cache, base_setup, requests[suite.name], options.batch_size)
                       if suite.needs_reference else None)
         result = suite.score(samples, references)
         declared = {m.name: m for m in suite.metrics}
@@ -192,12 +203,3 @@ def run(options: RunOptions) -> Path | None:
     }
     return write_run(options.output_dir, run_id, results, records, artifacts)
 
-
-def _load_samples(cache: ImageCache, setup: GenerationSetup, requests: list[ImageRequest], batch_size: int) -> list:
-    from suites.base import Sample
-
-    samples = []
-    for batch in plan_batches(setup, requests, batch_size):
-        for request, key in zip(batch.requests, batch.keys, strict=True):
-            samples.append(Sample(request, setup.seed_of(request), cache.read(key), cache.path(key)))
-    return samples

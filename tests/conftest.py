@@ -12,6 +12,16 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 
 
+def shared_data(relative: str) -> Path:
+    """A file of ../shared/data: skipped where the folder is absent (a user's fresh clone), a failure under CI."""
+    path = SHARED / "data" / relative
+    if not path.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{path} is missing: CI must have ../shared beside the repository")
+        pytest.skip(f"{path} is not here (../shared/data comes with CI; a fresh clone lacks it)")
+    return path
+
+
 @pytest.fixture
 def dirs(tmp_path: Path) -> dict[str, Path]:
     """A fresh image cache and results folder for one test."""

@@ -139,6 +139,7 @@ _SPECS = (
         transformer_config=TINY_SD3_TRANSFORMER,
         dtype="float32",
         build=build_tiny_sd3,
+        contribution_metric="fidelity/ssim",  # random weights: only closeness to the original means anything
     ),
     ModelSpec(
         name="tiny-sd3.5-medium",
@@ -148,6 +149,7 @@ _SPECS = (
         transformer_config=TINY_SD35_MEDIUM_TRANSFORMER,
         dtype="float32",
         build=build_tiny_sd35_medium,
+        contribution_metric="fidelity/ssim",  # random weights: only closeness to the original means anything
     ),
     ModelSpec(
         name="tiny-flux",
@@ -157,6 +159,7 @@ _SPECS = (
         transformer_config=TINY_FLUX_TRANSFORMER,
         dtype="float32",
         build=build_tiny_flux,
+        contribution_metric="fidelity/ssim",  # random weights: only closeness to the original means anything
     ),
     ModelSpec(
         name="reference",
@@ -168,8 +171,8 @@ _SPECS = (
         transformer_config=REFERENCE_TRANSFORMER,
         dtype="float32",
         repo_id=str(REFERENCE_WEIGHTS),
+        contribution_metric="geneval-shapes/overall",
     ),
 )
 
 PRESETS: dict[str, ModelSpec] = {spec.name: spec for spec in _SPECS}
-DEFAULT_MODEL = "tiny-sd3"

@@ -51,6 +51,8 @@ class ModelSpec:
     repo_id: str | None = None
     revision: str | None = None
     build: Callable[[], Any] | None = field(default=None, compare=False)
+    # what `harness analyze` scores removals with unless --metric says otherwise (<suite>/<metric>)
+    contribution_metric: str = "hpsv2/overall"
 
     def __post_init__(self) -> None:
         if (self.repo_id is None) == (self.build is None):

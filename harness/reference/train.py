@@ -14,9 +14,9 @@ stratified prompt subset, device, wall time) is JSONL beside the saved model, wi
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
-import os
 import platform
 import random
 import time
@@ -29,6 +29,7 @@ import numpy as np
 from harness.reference.model import TEXT_TOKENS_T5, build_untrained_pipeline
 from harness.reference.render import render
 from harness.reference.world import TAGS, sample_training_pair
+from harness.results import write_atomic
 
 STAGES = ("vae", "transformer")
 CHECKPOINT = "checkpoint.pt"
@@ -62,9 +63,9 @@ class TrainConfig:
 def _atomic_save(obj: Any, path: Path) -> None:
     import torch
 
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, temporary)
-    os.replace(temporary, path)
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_atomic(path, buffer.getvalue())
 
 
 def _batch(rng: random.Random, size: int, weights: dict[str, float]) -> tuple[list[str], np.ndarray]:
@@ -151,10 +152,7 @@ class _Trainer:
 
     def checkpoint(self) -> None:
         _atomic_save(self.state(), self.work / CHECKPOINT)
-        text = "".join(json.dumps(entry) + "\n" for entry in self.log)
-        temporary = self.out / f".{LOG}.tmp"
-        temporary.write_text(text)
-        os.replace(temporary, self.out / LOG)
+        write_atomic(self.out / LOG, "".join(json.dumps(entry) + "\n" for entry in self.log).encode())
 
     def record(self, **entry: Any) -> None:
         entry = {"stage": self.stage, "step": self.step, "elapsed_s": round(self.elapsed, 1), **entry}

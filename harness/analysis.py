@@ -1,0 +1,260 @@
+"""Contribution analysis (`harness analyze`): how much a metric drops when one block, or one sub-component of a
+block, is removed.
+
+Each removal is an in-place, reversible skip (`harness.models.surgery`), so the pipeline is loaded once. Images go
+through the run cache: the base images are the same ones `harness run` makes, and every ablation's images are cached
+under its own chain entry ("ablate", key). Finished ablations' scores are kept in a progress file, so an interrupted
+analysis resumes where it stopped. The result is a ranking file (JSON, `RANKING_FORMAT`) and a heatmap PNG.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from harness.errors import UsageError
+
+RANKING_FORMAT = "harness-contribution-ranking"
+RANKING_VERSION = 1
+RANKING_FILE = "contribution_ranking.json"  # beside a model's weights, it is the model's committed ranking
+HEATMAP_FILE = "contribution_heatmap.png"
+Granularity = Literal["block", "component"]
+
+
+@dataclass
+class AnalyzeOptions:
+    model: str
+    weights: str | None = None
+    metric: str | None = None  # <suite>/<metric>; default: the model's contribution_metric
+    granularity: Granularity = "block"
+    limit: int | None = None
+    seed: int = 0
+    seed_mode: str = "per-image"
+    device: str | None = None
+    dtype: str | None = None
+    batch_size: int = 4
+    cache_dir: Path = field(default_factory=lambda: _default_cache_dir())
+    output_dir: Path | None = None  # default: <cache_dir>/analysis/<model>-<digest>
+    settings: list[str] = field(default_factory=list)
+    progress: bool = True
+
+
+def _default_cache_dir() -> Path:
+    from harness.runner import default_cache_dir
+
+    return default_cache_dir()
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """A contribution analysis: the base score and each ablation's score. `drop` is signed so that a positive drop
+    is a loss whatever the metric's direction; `order` lists ablation keys from least to most important."""
+
+    metric: str
+    higher_is_better: bool
+    granularity: Granularity
+    base_score: float
+    scores: dict[str, float]  # ablation key ("7" or "7.attn") -> score after removing it
+    model: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def drop(self, key: str) -> float:
+        change = self.base_score - self.scores[key]
+        return change if self.higher_is_better else -change
+
+    @property
+    def order(self) -> list[str]:
+        """Least important first: the highest score after removal (lowest for lower-is-better metrics)."""
+        return sorted(self.scores, key=lambda k: (-self.scores[k] if self.higher_is_better else self.scores[k], k))
+
+    def block_sensitivity(self) -> dict[int, float]:
+        """Per block, the loss its removal causes: the whole-block drop, or for a component analysis the sum of
+        its components' positive drops (a component whose removal helps does not offset one that hurts)."""
+        from harness.models.surgery import Ablation
+
+        sensitivity: dict[int, float] = {}
+        for key in self.scores:
+            ablation = Ablation.parse(key)
+            drop = self.drop(key)
+            if ablation.component is None:
+                sensitivity[ablation.block] = drop
+            else:
+                sensitivity[ablation.block] = sensitivity.get(ablation.block, 0.0) + max(drop, 0.0)
+        return dict(sorted(sensitivity.items()))
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "format": RANKING_FORMAT, "version": RANKING_VERSION,
+            "metric": self.metric, "higher_is_better": self.higher_is_better, "granularity": self.granularity,
+            "base_score": self.base_score, "model": self.model, **self.details,
+            "ablations": [{"key": key, "score": self.scores[key], "drop": self.drop(key)} for key in self.order],
+        }
+
+
+def load_ranking(path: Path, base_score: float | None = None) -> Ranking:
+    """A ranking file written by `harness analyze`, or the HierarchicalPrune release's format
+    ({"<block><tab><component>": HPSv2 after removal}, the word <tab> literally), whose base score is not in the
+    file: pass `base_score` (the release's unpruned SD3.5 Large Turbo scores about 30.0)."""
+    from harness.results import from_json_safe
+
+    try:
+        data = from_json_safe(json.loads(Path(path).read_text()))
+    except FileNotFoundError:
+        raise UsageError(f"ranking file '{path}' does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"'{path}' is not a valid ranking file ({exc})") from None
+    if isinstance(data, dict) and data.get("format") == RANKING_FORMAT:
+        if data.get("version") != RANKING_VERSION:
+            raise UsageError(f"'{path}' is ranking version {data.get('version')}; this harness reads "
+                             f"version {RANKING_VERSION}")
+        details = {k: v for k, v in data.items() if k not in (
+            "format", "version", "metric", "higher_is_better", "granularity", "base_score", "model", "ablations")}
+        return Ranking(data["metric"], data["higher_is_better"], data["granularity"], float(data["base_score"]),
+                       {a["key"]: float(a["score"]) for a in data["ablations"]}, data.get("model", {}), details)
+    if isinstance(data, dict) and data and all("<tab>" in key for key in data):
+        if base_score is None:
+            raise UsageError(f"'{path}' is in the HierarchicalPrune release's format, which holds no base score: "
+                             "give the unpruned model's score (e.g. ranking_base_score=30.0)")
+        scores = {}
+        for key, value in data.items():
+            block, _, component = key.partition("<tab>")
+            scores[f"{int(block)}.{component}"] = float(value)
+        return Ranking("hpsv2/overall", True, "component", base_score, scores,
+                       details={"source": "HierarchicalPrune release"})
+    raise UsageError(f"'{path}' is neither a `harness analyze` ranking nor the HierarchicalPrune release's format")
+
+
+def ablations_for(transformer: Any, granularity: Granularity) -> list[Any]:
+    from harness.models.surgery import Ablation
+    from harness.models.topology import block_topology
+
+    blocks = block_topology(transformer)
+    if granularity == "block":
+        return [Ablation(block.index) for block in blocks]
+    return [Ablation(block.index, component) for block in blocks for component in block.components]
+
+
+def analyze(options: AnalyzeOptions) -> Path:
+    """Run (or resume) a contribution analysis; returns the path of the ranking file."""
+    from harness.generation import GenerationSetup, ImageCache, generate, load_samples
+    from harness.metrics import lookup
+    from harness.models.loading import resolve_model
+    from harness.models.surgery import skip
+    from harness.params import override_params, parse_set_options
+    from harness.registry import SUITES
+    from harness.results import dumps, from_json_safe, write_atomic
+    from harness.runner import instantiate, open_model
+
+    if options.granularity not in ("block", "component"):
+        raise UsageError(f"--granularity '{options.granularity}' is not one of block, component")
+    spec = resolve_model(options.model)
+    metric_key = options.metric or spec.contribution_metric
+    metric = lookup(metric_key)
+    suite_name, metric_name = metric_key.split("/", 1)
+    settings = parse_set_options(options.settings, ["sampling", suite_name])
+    (suite,) = instantiate(SUITES, [suite_name], settings)
+    requests = suite.requests(options.limit)
+    override_params(spec.sampling, settings["sampling"], "sampling")  # fail before loading
+
+    _, model, _ = open_model(options.model, options.weights, options.device, options.dtype)
+    sampling = override_params(model.spec.sampling, settings["sampling"], "sampling")
+    cache = ImageCache(options.cache_dir)
+    base = GenerationSetup.for_model(model, sampling, options.seed_mode, options.seed)  # type: ignore[arg-type]
+    identity = json.dumps({"setup": base.digest(), "metric": metric_key, "granularity": options.granularity,
+                           "suite": suite.resolved_params(), "limit": options.limit,
+                           "batch_size": options.batch_size}, sort_keys=True)
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
+    folder = options.output_dir or options.cache_dir / "analysis" / f"{model.spec.name}-{digest}"
+    folder.mkdir(parents=True, exist_ok=True)
+    progress_path = folder / "progress.json"
+    done: dict[str, float] = {}
+    if progress_path.is_file():
+        saved = from_json_safe(json.loads(progress_path.read_text()))
+        if saved.get("identity") == identity:
+            done = saved["scores"]
+
+    def images(setup: GenerationSetup, label: str) -> list[Any]:
+        generate(model, setup, requests, cache, batch_size=options.batch_size, sampling=sampling,
+                 description=label, progress=options.progress)
+        return load_samples(cache, setup, requests, options.batch_size)
+
+    started = time.perf_counter()
+    references = images(base, "original")
+    base_score = suite.score(references, references if suite.needs_reference else None).metrics[metric_name].value
+    ablations = ablations_for(model.transformer, options.granularity)
+    for number, ablation in enumerate(ablations, 1):
+        if ablation.key in done:
+            continue
+        setup = dataclasses.replace(base, chain=(("ablate", ablation.key),))
+        with skip(model.transformer, ablation):
+            samples = images(setup, f"ablation {number}/{len(ablations)} ({ablation.key})")
+        result = suite.score(samples, references if suite.needs_reference else None)
+        done[ablation.key] = result.metrics[metric_name].value
+        write_atomic(progress_path, dumps({"identity": identity, "scores": done}).encode())
+
+    from harness.environment import package_versions
+
+    ranking = Ranking(
+        metric_key, metric.higher_is_better, options.granularity, base_score,
+        {a.key: done[a.key] for a in ablations},
+        model={"name": model.spec.name, "fingerprint": model.fingerprint, "source": model.source},
+        details={"created": datetime.now(timezone.utc).isoformat(), "samples": len(requests),
+                 "limit": options.limit, "suite_params": suite.resolved_params(), "sampling": sampling.as_dict(),
+                 "seed": options.seed, "seed_mode": options.seed_mode, "batch_size": options.batch_size,
+                 "device": str(model.device), "dtype": str(model.dtype).removeprefix("torch."),
+                 "seconds_this_session": round(time.perf_counter() - started, 1),
+                 "versions": package_versions()},
+    )
+    write_atomic(folder / HEATMAP_FILE, heatmap_png(ranking))
+    ranking_path = folder / RANKING_FILE
+    write_atomic(ranking_path, (dumps(ranking.as_json()) + "\n").encode())
+    return ranking_path
+
+
+def heatmap_png(ranking: Ranking) -> bytes:
+    """Blocks (rows) x components (columns), each cell coloured by the drop its removal causes: white for none,
+    red for a loss, blue for a gain, scaled to the largest absolute drop; the drop is written in the cell."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from harness.models.surgery import Ablation
+
+    parsed = {key: Ablation.parse(key) for key in ranking.scores}
+    blocks = sorted({a.block for a in parsed.values()})
+    columns: list[str] = []
+    for ablation in parsed.values():
+        name = ablation.component or "block"
+        if name not in columns:
+            columns.append(name)
+    cell_w, cell_h, left, top = 92, 18, 60, 40
+    width, height = left + cell_w * len(columns) + 10, top + cell_h * len(blocks) + 30
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default()
+    scale = max((abs(ranking.drop(k)) for k in ranking.scores if math.isfinite(ranking.drop(k))), default=1.0) or 1.0
+    draw.text((4, 4), f"{ranking.metric}: drop after removal (base {ranking.base_score:.4g})", fill="black",
+              font=font)
+    for column, name in enumerate(columns):
+        draw.text((left + column * cell_w + 4, top - 16), name, fill="black", font=font)
+    for row, block in enumerate(blocks):
+        draw.text((4, top + row * cell_h + 3), f"block {block}", fill="black", font=font)
+    for key, ablation in parsed.items():
+        row, column = blocks.index(ablation.block), columns.index(ablation.component or "block")
+        drop = ranking.drop(key)
+        strength = min(abs(drop) / scale, 1.0) if math.isfinite(drop) else 1.0
+        fade = int(255 * (1 - strength))
+        colour = (255, fade, fade) if drop > 0 else (fade, fade, 255)
+        x0, y0 = left + column * cell_w, top + row * cell_h
+        draw.rectangle((x0, y0, x0 + cell_w - 2, y0 + cell_h - 2), fill=colour)
+        draw.text((x0 + 4, y0 + 3), f"{drop:+.3f}", fill="black" if strength < 0.6 else "white", font=font)
+    draw.text((4, height - 22), "red: score lost on removal; blue: score gained", fill="black", font=font)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
