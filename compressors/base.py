@@ -3,10 +3,26 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from harness.params import params_as_dict
+
+
+@dataclass
+class CompressionContext:
+    """What a run gives its compressors besides the model: where to cache (analyses, distillation checkpoints,
+    teacher images), the device, and whether to show progress."""
+
+    cache_dir: Path = field(default_factory=lambda: _default_cache_dir())
+    progress: bool = True
+
+
+def _default_cache_dir() -> Path:
+    from harness.runner import default_cache_dir
+
+    return default_cache_dir()
 
 
 class Compressor:
@@ -23,8 +39,9 @@ class Compressor:
     class Params:
         pass
 
-    def __init__(self, params: Any = None) -> None:
+    def __init__(self, params: Any = None, context: CompressionContext | None = None) -> None:
         self.params = params if params is not None else self.Params()
+        self.context = context or CompressionContext()
 
     def resolved_params(self) -> dict[str, Any]:
         return params_as_dict(self.params)

@@ -128,9 +128,13 @@ def run(options: RunOptions) -> Path | None:
     reference_suites = [s.name for s in suites if s.needs_reference]
     generate_all(base_setup, reference_suites, "original")
 
+    from compressors.base import CompressionContext
+
     compression_steps = []
     for compressor in compressors:
         step_started = time.perf_counter()
+        compressor.context = CompressionContext(cache_dir=options.cache_dir,
+                                                progress=options.progress and state.is_main_process)
         cost = compressor.apply(model)
         compression_steps.append({"name": compressor.name, "params": compressor.resolved_params(),
                                   "wall_seconds": time.perf_counter() - step_started, "cost": cost})

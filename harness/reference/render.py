@@ -6,9 +6,11 @@ assignments per object (shape masks are cached per size).
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 
-from harness.reference.world import BACKGROUND, IMAGE_SIZE, PALETTE, Scene, shape_mask
+from harness.reference.world import BACKGROUND, IMAGE_SIZE, PALETTE, Scene, sample_training_pair, shape_mask
 
 
 def render(scene: Scene) -> np.ndarray:
@@ -19,3 +21,10 @@ def render(scene: Scene) -> np.ndarray:
         window = image[obj.top:obj.top + obj.size, obj.left:obj.left + obj.size]
         window[shape_mask(obj.shape, obj.size, obj.size)] = PALETTE[obj.color]
     return image
+
+
+def training_batch(rng: random.Random, size: int,
+                   weights: dict[str, float] | None = None) -> tuple[list[str], np.ndarray]:
+    """`size` random (caption, rendered image) pairs, tasks drawn by `weights` (uniform when None)."""
+    pairs = [sample_training_pair(rng, weights) for _ in range(size)]
+    return [metadata["prompt"] for metadata, _ in pairs], np.stack([render(scene) for _, scene in pairs])

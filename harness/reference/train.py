@@ -26,9 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from harness.models.families import encode_images, to_model_range
 from harness.reference.model import TEXT_TOKENS_T5, build_untrained_pipeline
-from harness.reference.render import render
-from harness.reference.world import TAGS, sample_training_pair
+from harness.reference.render import render, training_batch
+from harness.reference.world import TAGS
 from harness.results import write_atomic
 
 STAGES = ("vae", "transformer")
@@ -68,24 +69,12 @@ def _atomic_save(obj: Any, path: Path) -> None:
     write_atomic(path, buffer.getvalue())
 
 
-def _batch(rng: random.Random, size: int, weights: dict[str, float]) -> tuple[list[str], np.ndarray]:
-    pairs = [sample_training_pair(rng, weights) for _ in range(size)]
-    images = np.stack([render(scene) for _, scene in pairs])
-    return [metadata["prompt"] for metadata, _ in pairs], images
-
-
 def _edges(x: Any) -> Any:
     """1 where a pixel's 3x3 neighbourhood spans more than one colour (outlines), else 0; shape (N, 1, H, W)."""
     import torch.nn.functional as F
 
     spread = F.max_pool2d(x, 3, 1, 1) + F.max_pool2d(-x, 3, 1, 1)
     return (spread.amax(1, keepdim=True) > 0.05).float()
-
-
-def _to_model_range(images: np.ndarray, device: Any) -> Any:
-    import torch
-
-    return torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
 class _Trainer:
@@ -168,8 +157,8 @@ class _Trainer:
         vae.train()
         while self.step < config.vae_steps:
             started = time.perf_counter()
-            _, images = _batch(self.rng, config.vae_batch_size, self.weights)
-            x = _to_model_range(images, self.device)
+            _, images = training_batch(self.rng, config.vae_batch_size, self.weights)
+            x = to_model_range(images, self.device)
             posterior = vae.encode(x).latent_dist
             reconstruction = vae.decode(posterior.sample()).sample
             # object outlines weigh 5x: a blurred triangle tip or cross arm is what makes the judge miss a shape
@@ -200,7 +189,7 @@ class _Trainer:
 
         with torch.no_grad():
             rng = random.Random(self.config.seed + 1)
-            latents = torch.cat([self.pipe.vae.encode(_to_model_range(_batch(rng, 64, self.weights)[1],
+            latents = torch.cat([self.pipe.vae.encode(to_model_range(training_batch(rng, 64, self.weights)[1],
                                                                        self.device)).latent_dist.mode()
                                  for _ in range(16)])
         shift, std = latents.mean().item(), latents.std().item()
@@ -220,7 +209,7 @@ class _Trainer:
             metadata = [random_metadata(rng, tag) for _ in range(count // len(TAGS))]
             images = np.stack([render(scene_for(m, rng)) for m in metadata])
             with torch.no_grad():
-                x = _to_model_range(images, self.device)
+                x = to_model_range(images, self.device)
                 decoded = self.pipe.vae.decode(self.pipe.vae.encode(x).latent_dist.mode()).sample
             decoded = ((decoded.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
             agreement[tag] = float(np.mean([evaluate(image, detect(image), m, classify_colors).correct
@@ -228,14 +217,6 @@ class _Trainer:
         return agreement
 
     # -- stage 2: transformer and text encoders --------------------------------------------------------------------
-    def encode_latents(self, images: np.ndarray) -> Any:
-        import torch
-
-        vae = self.pipe.vae
-        with torch.no_grad():
-            latents = vae.encode(_to_model_range(images, self.device)).latent_dist.sample()
-        return (latents - vae.config.shift_factor) * vae.config.scaling_factor
-
     def train_transformer(self) -> None:
         import torch
         import torch.nn.functional as F
@@ -247,9 +228,9 @@ class _Trainer:
         pipe.vae.eval()  # frozen; also after a resume, whose fresh VAE starts in train mode
         while self.step < config.steps:
             started = time.perf_counter()
-            prompts, images = _batch(self.rng, config.batch_size, self.weights)
+            prompts, images = training_batch(self.rng, config.batch_size, self.weights)
             prompts = [p if self.rng.random() >= config.caption_dropout else "" for p in prompts]
-            x0 = self.encode_latents(images)
+            x0 = encode_images(pipe, images)
             prompt_embeds, _, pooled, _ = pipe.encode_prompt(
                 prompt=prompts, prompt_2=prompts, prompt_3=prompts, device=self.device,
                 do_classifier_free_guidance=False, max_sequence_length=TEXT_TOKENS_T5,

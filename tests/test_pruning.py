@@ -1,0 +1,136 @@
+"""Depth pruning methods: block choice at a budget (on the real SD3.5 Large Turbo architecture, meta device), the
+published cuts, the positional prior against the release's ranking, end-to-end runs, and sensitivity-guided
+distillation's per-block update intensities."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from conftest import invoke, read_results, run_args, shared_data
+from diffusers import SD3Transformer2DModel
+from PIL import Image
+
+from compressors.base import CompressionContext
+from compressors.hierarchicalprune import PUBLISHED_CUTS, HierarchicalPrune, HierarchicalPruneParams
+from compressors.pruning import DepthImportance, DepthLast, DepthUniform, PruningParams, RankedPruningParams
+from harness.analysis import RANKING_FORMAT, RANKING_VERSION
+from harness.errors import UsageError
+from harness.models.presets import PRESETS
+from harness.reference.render import training_batch
+
+
+def _meta_model(name: str, tmp_path: Path) -> SimpleNamespace:
+    spec = PRESETS[name]
+    with torch.device("meta"):
+        transformer = SD3Transformer2DModel(**spec.transformer_config)
+    return SimpleNamespace(spec=spec, transformer=transformer, source=str(tmp_path), fingerprint="meta")
+
+
+def _context(tmp_path: Path) -> CompressionContext:
+    return CompressionContext(cache_dir=tmp_path / "cache", progress=False)
+
+
+def test_budgets_count_removed_parameters(tmp_path):
+    model = _meta_model("sd3.5-large-turbo", tmp_path)
+    last, how = DepthLast(PruningParams(budget=0.20)).choose_blocks(model)
+    assert last == list(range(29, 37)) and how["selection"] == "budget 0.2"  # 8 x 213 M = 21.2% >= 20%
+    assert DepthLast(PruningParams(budget=0.30)).choose_blocks(model)[0] == list(range(25, 37))  # 12 blocks: 31.7%
+    uniform, _ = DepthUniform(PruningParams(budget=0.20)).choose_blocks(model)
+    assert len(uniform) == 8 and np.diff(uniform).min() >= 4  # spread over the depth, never the final block
+    assert max(uniform) < 37
+    with pytest.raises(UsageError, match="blocks \\[37\\] cannot be removed"):
+        DepthLast(PruningParams(blocks=(3, 37))).choose_blocks(model)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        PruningParams(budget=1.5)
+
+
+def test_hierarchicalprune_uses_the_published_cut_without_a_ranking(tmp_path):
+    model = _meta_model("sd3.5-large-turbo", tmp_path)
+    method = HierarchicalPrune(context=_context(tmp_path))
+    chosen, how = method.choose_blocks(model)
+    assert chosen == list(PUBLISHED_CUTS["sd3.5-large-turbo"]) and "published cut" in how["selection"]
+    medium = _meta_model("sd3.5-medium", tmp_path)
+    assert method.choose_blocks(medium)[0] == [13, 15, 16, 18, 20, 21]
+    with pytest.raises(UsageError, match="run `harness analyze --model sd3.5-large` first"):
+        method.choose_blocks(_meta_model("sd3.5-large", tmp_path))
+    with pytest.raises(UsageError, match="needs a contribution ranking"):
+        DepthImportance(context=_context(tmp_path)).choose_blocks(model)
+
+
+def test_hpp_on_the_released_ranking_overlaps_the_published_cut(tmp_path):
+    ranking = shared_data("hierarchicalprune/sd3.5-large-turbo_hpsv2_component_ranking.json")
+    model = _meta_model("sd3.5-large-turbo", tmp_path)
+    params = HierarchicalPruneParams(ranking=ranking, ranking_base_score=30.0)
+    chosen, how = HierarchicalPrune(params, _context(tmp_path)).choose_blocks(model)
+    published = set(PUBLISHED_CUTS["sd3.5-large-turbo"])
+    assert len(chosen) == 8 and len(published & set(chosen)) >= 6, chosen  # the prior keeps the late blocks
+    assert 35 not in chosen  # late but sensitive (its attn and w_norm1 matter): kept
+    importance_only, _ = DepthImportance(RankedPruningParams(ranking=ranking, ranking_base_score=30.0),
+                                         _context(tmp_path)).choose_blocks(model)
+    assert len(importance_only) == 8
+
+
+def test_depth_last_end_to_end(dirs):
+    result = invoke(*run_args(dirs, "--model", "tiny-sd3", "--method", "depth-last", "--set",
+                              "depth-last.budget=0.3", "--suite", "fidelity", "--limit", "2",
+                              "--set", "sampling.num_inference_steps=2"))
+    assert result.returncode == 0, result.stderr
+    results = read_results(result.stdout)
+    cost = results["compression"]["steps"][0]["cost"]
+    assert cost["removed_blocks"] == [1, 2] and cost["removed_fraction"] >= 0.3  # the final block 3 stays
+    assert results["metrics"]["fidelity/psnr"] < 40
+
+
+def _ranking_file(path: Path, sensitivity: dict[int, float]) -> Path:
+    path.write_text(json.dumps({
+        "format": RANKING_FORMAT, "version": RANKING_VERSION, "metric": "fidelity/ssim", "higher_is_better": True,
+        "granularity": "block", "base_score": 1.0, "model": {},
+        "ablations": [{"key": str(b), "score": 1.0 - s, "drop": s} for b, s in sensitivity.items()]}))
+    return path
+
+
+def _caption_folder(folder: Path, count: int = 8) -> Path:
+    import random
+
+    folder.mkdir()
+    captions, images = training_batch(random.Random(0), count)
+    for i, (caption, image) in enumerate(zip(captions, images, strict=True)):
+        Image.fromarray(image).save(folder / f"{i}.png")
+        (folder / f"{i}.txt").write_text(caption)
+    return folder
+
+
+def _block_changes(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor], prefix: str) -> float:
+    return float(np.mean([(after[k] - before[k]).abs().mean().item() for k in before if k.startswith(prefix)]))
+
+
+@pytest.mark.parametrize("preserve_early", [False, True])
+def test_sgdistill_update_intensity_is_inverse_to_sensitivity(tmp_path, preserve_early):
+    from harness.models.loading import load_model
+
+    model = load_model(PRESETS["tiny-sd3"], weights=None, device="cpu")
+    sensitivity = {0: 4.0, 1: 1.0, 2: 0.5, 3: 2.0}  # block 2 is removed; kept 0, 1, 3 -> new indices 0, 1, 2
+    params = HierarchicalPruneParams(blocks=(2,), ranking=_ranking_file(tmp_path / "r.json", sensitivity),
+                                     distill_steps=2, distill_batch_size=4, distill_lr=1e-3,
+                                     distill_data=_caption_folder(tmp_path / "data"), preserve_early=preserve_early)
+    before = {k: v.clone() for k, v in model.transformer.state_dict().items()}
+    cost = HierarchicalPrune(params, _context(tmp_path)).apply(model)
+    assert cost["removed_blocks"] == [2] and cost["distillation"]["steps"] == 2
+    after = model.pipeline.transformer.state_dict()
+    # the pruned transformer's block 2 was block 3: compare it with the original's
+    renamed = {k.replace("transformer_blocks.3.", "transformer_blocks.2."): v for k, v in before.items()
+               if not k.startswith("transformer_blocks.2.")}
+    change = {j: _block_changes(renamed, after, f"transformer_blocks.{j}.") for j in range(3)}
+    embedders = _block_changes(renamed, after, "pos_embed.") + _block_changes(renamed, after, "context_embedder.")
+    if preserve_early:  # PWP: everything before the cut (blocks 0 and 1, embedders) is frozen
+        assert change[0] == 0 and change[1] == 0 and embedders == 0 and change[2] > 0
+        assert cost["distillation"]["intensity"] == {"0": 0.0, "1": 0.0, "2": 1.0}
+    else:  # intensities 1/4 : 1 : 1/2 -> update magnitudes in the inverse order of sensitivity
+        assert change[1] > change[2] > change[0] > 0 and embedders > 0
+        assert cost["distillation"]["intensity"] == {"0": 0.25, "1": 1.0, "2": 0.5}
+        assert change[1] / change[0] == pytest.approx(4.0, rel=0.35)
