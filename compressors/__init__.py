@@ -13,3 +13,10 @@ COMPRESSORS.register("depth-importance", "compressors.pruning:DepthImportance",
 COMPRESSORS.register("hierarchicalprune", "compressors.hierarchicalprune:HierarchicalPrune",
                      "HierarchicalPrune: position-aware block pruning (HPP), early weights frozen (PWP), "
                      "sensitivity-guided distillation (SGDistill).")
+COMPRESSORS.register("nf4", "compressors.quantize:BitsAndBytes4Bit",
+                     "bitsandbytes NF4 weight-only quantisation of the transformer's Linear layers (CPU and CUDA).")
+COMPRESSORS.register("int8", "compressors.quantize:BitsAndBytes8Bit",
+                     "bitsandbytes LLM.int8 weight quantisation of the transformer's Linear layers.")
+COMPRESSORS.register("torchao-int8", "compressors.quantize:TorchAOInt8", "torchao int8 weight-only quantisation.")
+COMPRESSORS.register("torchao-int4", "compressors.quantize:TorchAOInt4",
+                     "torchao int4 weight-only quantisation, per-group scales (packed on CUDA).")

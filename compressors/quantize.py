@@ -1,0 +1,129 @@
+"""Post-training weight quantisation of the transformer's Linear layers (not the text encoders, not the VAE), as
+HierarchicalPrune's release does after pruning.
+
+bitsandbytes layers are swapped in by hand rather than through diffusers' `BitsAndBytesConfig`, which refuses to run
+without a GPU (FACTS section 4); the same swap works on CPU and CUDA. torchao uses its CPU-capable configs on the CPU
+(int4 values are then held unpacked, one per int8 byte: the byte count says so) and its packed int4 kernel on CUDA.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from compressors.base import Compressor
+
+
+def _linear_layers(module: Any) -> list[tuple[str, Any]]:
+    import torch
+
+    return [(name, child) for name, child in module.named_modules() if type(child) is torch.nn.Linear]
+
+
+def _quantise_linears(model: Any, build: Any = None, torchao_config: Any = None) -> dict[str, Any]:
+    """Replace each plain Linear of the transformer by `build(linear)`, or quantise them all with a torchao config;
+    returns the cost record."""
+    from harness.models.footprint import weight_bytes
+
+    transformer = model.transformer
+    before = weight_bytes(transformer)
+    layers = _linear_layers(transformer)
+    if torchao_config is not None:
+        from torchao.quantization import quantize_
+
+        quantize_(transformer, torchao_config)
+    else:
+        for name, linear in layers:
+            transformer.set_submodule(name, build(linear))
+    transformer.requires_grad_(False)
+    return {"quantised_linear_layers": len(layers), "weight_bytes_before": before,
+            "weight_bytes_after": weight_bytes(transformer)}
+
+
+class BitsAndBytes4Bit(Compressor):
+    """bitsandbytes 4-bit (NF4 by default) weight-only quantisation, double-quantised statistics."""
+
+    name = "nf4"
+
+    @dataclass(frozen=True)
+    class Params:
+        quant_type: Literal["nf4", "fp4"] = "nf4"
+        double_quant: bool = True  # quantise the absmax statistics too (bitsandbytes' compress_statistics)
+        blocksize: int = 64
+
+    def apply(self, model: Any) -> dict[str, Any]:
+        import bitsandbytes as bnb
+        import torch
+
+        def build(linear: torch.nn.Linear) -> torch.nn.Module:
+            layer = bnb.nn.Linear4bit(linear.in_features, linear.out_features, bias=linear.bias is not None,
+                                      compute_dtype=model.dtype, quant_type=self.params.quant_type,
+                                      compress_statistics=self.params.double_quant, device="meta")
+            layer.weight = bnb.nn.Params4bit(linear.weight.data.cpu(), requires_grad=False,
+                                             quant_type=self.params.quant_type, blocksize=self.params.blocksize,
+                                             compress_statistics=self.params.double_quant)
+            if linear.bias is not None:
+                layer.bias = torch.nn.Parameter(linear.bias.data, requires_grad=False)
+            return layer.to(model.device)  # quantises on the move
+
+        return _quantise_linears(model, build)
+
+
+class BitsAndBytes8Bit(Compressor):
+    """bitsandbytes LLM.int8 weights (row-wise absmax int8); `threshold` > 0 keeps outlier features in 16 bit."""
+
+    name = "int8"
+
+    @dataclass(frozen=True)
+    class Params:
+        threshold: float = 0.0
+
+    def apply(self, model: Any) -> dict[str, Any]:
+        import bitsandbytes as bnb
+        import torch
+
+        def build(linear: torch.nn.Linear) -> torch.nn.Module:
+            layer = bnb.nn.Linear8bitLt(linear.in_features, linear.out_features, bias=linear.bias is not None,
+                                        has_fp16_weights=False, threshold=self.params.threshold, device="meta")
+            layer.weight = bnb.nn.Int8Params(linear.weight.data.cpu(), requires_grad=False, has_fp16_weights=False)
+            if linear.bias is not None:
+                layer.bias = torch.nn.Parameter(linear.bias.data, requires_grad=False)
+            return layer.to(model.device)
+
+        return _quantise_linears(model, build)
+
+
+class TorchAOInt8(Compressor):
+    """torchao int8 weight-only quantisation (per-channel scales)."""
+
+    name = "torchao-int8"
+
+    @dataclass(frozen=True)
+    class Params:
+        pass
+
+    def apply(self, model: Any) -> dict[str, Any]:
+        from torchao.quantization import Int8WeightOnlyConfig
+
+        return _quantise_linears(model, torchao_config=Int8WeightOnlyConfig())
+
+
+class TorchAOInt4(Compressor):
+    """torchao int4 weight-only quantisation with per-group scales: packed int4 on CUDA, unpacked on the CPU."""
+
+    name = "torchao-int4"
+
+    @dataclass(frozen=True)
+    class Params:
+        group_size: int = 32
+
+    def apply(self, model: Any) -> dict[str, Any]:
+        import torch
+        from torchao.quantization import Int4WeightOnlyConfig, IntxWeightOnlyConfig
+        from torchao.quantization.granularity import PerGroup
+
+        if model.device.type == "cuda":
+            return _quantise_linears(model, torchao_config=Int4WeightOnlyConfig(group_size=self.params.group_size))
+        config = IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(self.params.group_size))
+        return _quantise_linears(model, torchao_config=config)
+
