@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from compressors.base import Compressor
+from harness.models.saving import disable_cpu_repacking
 
 
 def _linear_layers(module: Any) -> list[tuple[str, Any]]:
@@ -34,7 +35,7 @@ def _quantise_linears(model: Any, build: Any = None, torchao_config: Any = None)
         quantize_(transformer, torchao_config)
     else:
         for name, linear in layers:
-            transformer.set_submodule(name, build(linear))
+            transformer.set_submodule(name, build(linear).train(linear.training))
     transformer.requires_grad_(False)
     return {"quantised_linear_layers": len(layers), "weight_bytes_before": before,
             "weight_bytes_after": weight_bytes(transformer)}
@@ -64,6 +65,7 @@ class BitsAndBytes4Bit(Compressor):
                                              compress_statistics=self.params.double_quant)
             if linear.bias is not None:
                 layer.bias = torch.nn.Parameter(linear.bias.data, requires_grad=False)
+            disable_cpu_repacking(layer)
             return layer.to(model.device)  # quantises on the move
 
         return _quantise_linears(model, build)

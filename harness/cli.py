@@ -66,6 +66,21 @@ def build_parser() -> argparse.ArgumentParser:
                      help="set a parameter of a method, a suite or the sampling, e.g. "
                      "--set sampling.num_inference_steps=8 --set fidelity.samples_per_prompt=2 (repeatable)")
 
+    compress = commands.add_parser(
+        "compress", help="apply a compressor chain and save the compressed pipeline",
+        description="Apply a compressor chain to a model and save the pipeline (diffusers layout, safetensors) with "
+        "its provenance (base model, fingerprint, recipe, costs), so that `--model DIR` loads it back and "
+        "`fidelity` compares it with its base model.",
+    )
+    _add_model_arguments(compress)
+    compress.add_argument("--method", required=True, type=lambda t: _split(t, "+"),
+                          help="compressor chain applied in order, e.g. 'hierarchicalprune+nf4'")
+    compress.add_argument("--save", type=Path, required=True, help="new folder for the compressed pipeline")
+    compress.add_argument("--cache-dir", type=Path, default=None, help="cache for analyses and distillation")
+    compress.add_argument("--set", dest="settings", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                          help="set a parameter of a method, e.g. --set hierarchicalprune.budget=0.3 (repeatable)")
+    compress.add_argument("--no-progress", action="store_true", help="no progress bars")
+
     analyze = commands.add_parser(
         "analyze", help="contribution analysis: score the model with each block or sub-component removed",
         description="Remove each transformer block (or each sub-component of each block) in turn, in place and "
@@ -156,6 +171,15 @@ def _run(args: argparse.Namespace) -> None:
         print(path)
 
 
+def _compress(args: argparse.Namespace) -> None:
+    from harness.runner import RunOptions, compress, default_cache_dir
+
+    options = RunOptions(model=args.model, weights=args.weights, methods=args.method, device=args.device,
+                         dtype=args.dtype, cache_dir=args.cache_dir or default_cache_dir(), settings=args.settings,
+                         progress=not args.no_progress)
+    print(compress(options, args.save))
+
+
 def _analyze(args: argparse.Namespace) -> None:
     from harness.analysis import AnalyzeOptions, analyze, load_ranking
     from harness.runner import default_cache_dir
@@ -195,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
             _list(args.kind)
         elif args.command == "run":
             _run(args)
+        elif args.command == "compress":
+            _compress(args)
         elif args.command == "analyze":
             _analyze(args)
         elif args.command == "reference":

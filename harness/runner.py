@@ -88,6 +88,42 @@ def open_model(name: str, weights: str | None, device: str | None, dtype: str | 
     return state, load_model(spec, weights=weights, device=resolved, dtype=dtype), resolved
 
 
+def apply_chain(model: Any, compressors: list[Any], cache_dir: Path, progress: bool, is_main: bool) -> list[Any]:
+    """Apply the compressors in order and return one record per step (name, params, wall time, cost).
+
+    A chain that trained something (distillation) is expensive to redo: its transformer is saved in the cache under
+    (base fingerprint, dtype, device, resolved chain) and a later run with the same chain loads it instead."""
+    import hashlib
+    import json
+
+    from compressors.base import CompressionContext
+    from harness.errors import UsageError
+    from harness.models.saving import load_compressed_transformer, read_provenance, save_compressed
+
+    chain = [c.cache_identity() for c in compressors if c.changes_model]
+    identity = json.dumps([model.fingerprint, str(model.dtype), model.device.type, chain])
+    stored = cache_dir / "models" / hashlib.sha256(identity.encode()).hexdigest()[:24]
+    provenance = read_provenance(stored) if chain else None
+    if provenance is not None:
+        model.pipeline.transformer = load_compressed_transformer(stored, model.spec.family, str(model.device),
+                                                                 model.dtype)
+        return [{**step, "from_cache": str(stored)} for step in provenance["costs"]]
+    steps = []
+    for compressor in compressors:
+        started = time.perf_counter()
+        compressor.context = CompressionContext(cache_dir=cache_dir, progress=progress)
+        cost = compressor.apply(model)
+        steps.append({"name": compressor.name, "params": compressor.resolved_params(),
+                      "wall_seconds": time.perf_counter() - started, "cost": cost})
+    if is_main and any("distillation" in step["cost"] for step in steps):
+        try:
+            save_compressed(model, stored, [{"name": s["name"], "params": s["params"]} for s in steps], steps,
+                            transformer_only=True)
+        except UsageError as exc:  # not storable (torchao): it will be recomputed next time
+            print(f"harness: the compressed model is not cached: {exc}", file=sys.stderr)
+    return steps
+
+
 def run(options: RunOptions) -> Path | None:
     """Run the benchmark; returns the path of results.json on the main process, None on the others."""
     started = time.perf_counter()
@@ -116,31 +152,32 @@ def run(options: RunOptions) -> Path | None:
     base_setup = GenerationSetup.for_model(model, sampling, options.seed_mode, options.seed)
     stats = GenerationStats()
 
-    def generate_all(setup: GenerationSetup, suite_names: list[str], label: str) -> None:
+    def generate_all(source: Any, setup: GenerationSetup, suite_names: list[str], label: str) -> None:
         from harness.generation import generate
 
         for suite_name in suite_names:
-            stats.add(generate(model, setup, requests[suite_name], cache, batch_size=options.batch_size,
+            stats.add(generate(source, setup, requests[suite_name], cache, batch_size=options.batch_size,
                                sampling=sampling, rank=state.process_index, world_size=state.num_processes,
                                description=f"{label} {suite_name}",
                                progress=options.progress and state.is_main_process))
 
     reference_suites = [s.name for s in suites if s.needs_reference]
-    generate_all(base_setup, reference_suites, "original")
+    reference_setup = base_setup
+    if reference_suites:
+        original = model
+        if model.base is not None:  # a saved compressed model: the original images come from its base model
+            from harness.models.loading import load_base
 
-    from compressors.base import CompressionContext
+            original = load_base(model)
+            reference_setup = GenerationSetup.for_model(original, sampling, options.seed_mode, options.seed)
+        generate_all(original, reference_setup, reference_suites, "original")
+        del original
 
-    compression_steps = []
-    for compressor in compressors:
-        step_started = time.perf_counter()
-        compressor.context = CompressionContext(cache_dir=options.cache_dir,
-                                                progress=options.progress and state.is_main_process)
-        cost = compressor.apply(model)
-        compression_steps.append({"name": compressor.name, "params": compressor.resolved_params(),
-                                  "wall_seconds": time.perf_counter() - step_started, "cost": cost})
+    compression_steps = apply_chain(model, compressors, options.cache_dir, options.progress and state.is_main_process,
+                                    state.is_main_process)
     run_setup = dataclasses.replace(base_setup,
                                     chain=tuple(c.cache_identity() for c in compressors if c.changes_model))
-    generate_all(run_setup, [s.name for s in suites], "compressed" if run_setup.chain else "original")
+    generate_all(model, run_setup, [s.name for s in suites], "compressed" if run_setup.chain else "original")
 
     state.wait_for_everyone()
     if not state.is_main_process:
@@ -154,7 +191,7 @@ def run(options: RunOptions) -> Path | None:
     artifacts: dict[str, bytes] = {}
     for suite in suites:
         samples = load_samples(cache, run_setup, requests[suite.name], options.batch_size)
-        references = (load_samples(cache, base_setup, requests[suite.name], options.batch_size)
+        references = (load_samples(cache, reference_setup, requests[suite.name], options.batch_size)
                       if suite.needs_reference else None)
         result = suite.score(samples, references)
         declared = {m.name: m for m in suite.metrics}
@@ -207,3 +244,23 @@ def run(options: RunOptions) -> Path | None:
     }
     return write_run(options.output_dir, run_id, results, records, artifacts)
 
+
+
+def compress(options: RunOptions, save: Path) -> Path:
+    """`harness compress`: apply the chain (or take it from the model cache) and save the pipeline to `save`."""
+    from harness.models.saving import save_compressed
+
+    for name in options.methods:
+        COMPRESSORS.entry(name)
+    settings = parse_set_options(options.settings, ["sampling", *dict.fromkeys(options.methods)])
+    if settings["sampling"]:
+        raise UsageError("harness compress takes no sampling settings (the saved model keeps its base's)")
+    compressors = instantiate(COMPRESSORS, options.methods, settings)
+    if Path(save).exists() and any(Path(save).iterdir()):
+        raise UsageError(f"--save '{save}' exists and is not empty: choose a new folder")
+    state, model, _ = open_model(options.model, options.weights, options.device, options.dtype)
+    steps = apply_chain(model, compressors, options.cache_dir, options.progress, state.is_main_process)
+    state.wait_for_everyone()
+    if state.is_main_process:
+        save_compressed(model, save, [{"name": s["name"], "params": s["params"]} for s in steps], steps)
+    return Path(save)

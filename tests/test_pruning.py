@@ -134,3 +134,26 @@ def test_sgdistill_update_intensity_is_inverse_to_sensitivity(tmp_path, preserve
         assert change[1] > change[2] > change[0] > 0 and embedders > 0
         assert cost["distillation"]["intensity"] == {"0": 0.25, "1": 1.0, "2": 0.5}
         assert change[1] / change[0] == pytest.approx(4.0, rel=0.35)
+
+
+def test_a_saved_compressed_model_loads_back_and_scores_identically(dirs, tmp_path):
+    fast = ["--set", "sampling.num_inference_steps=2", "--limit", "2", "--suite", "fidelity"]
+    direct = invoke(*run_args(dirs, "--model", "tiny-sd3", "--method", "depth-last+nf4", *fast))
+    assert direct.returncode == 0, direct.stderr
+    saved = tmp_path / "saved"
+    result = invoke("compress", "--model", "tiny-sd3", "--method", "depth-last+nf4", "--save", str(saved),
+                    "--cache-dir", str(dirs["cache"]), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    provenance = json.loads((saved / "harness_provenance.json").read_text())
+    assert [s["name"] for s in provenance["recipe"]] == ["depth-last", "nf4"]
+    assert provenance["base"]["name"] == "tiny-sd3"
+    files = list((saved / "transformer").glob("*.safetensors"))
+    # tensor data only: a safetensors file is an 8-byte header length, a JSON header, then the data
+    stored = sum(f.stat().st_size - 8 - int.from_bytes(f.read_bytes()[:8], "little") for f in files)
+    assert abs(stored - provenance["transformer_weight_bytes"]) < 0.1 * provenance["transformer_weight_bytes"]
+    reloaded = invoke(*run_args(dirs, "--model", str(saved), *fast))
+    assert reloaded.returncode == 0, reloaded.stderr
+    direct_metrics, reloaded_metrics = read_results(direct.stdout)["metrics"], read_results(reloaded.stdout)["metrics"]
+    assert reloaded_metrics == direct_metrics  # same pixels, and fidelity compares with the base model's images
+    again = invoke("compress", "--model", "tiny-sd3", "--method", "none", "--save", str(saved))
+    assert again.returncode == 2 and "is not empty" in again.stderr

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UsageError, unknown_name_error
+from harness.models.saving import load_compressed_transformer, read_provenance
 from harness.models.spec import ModelSpec, SamplingSettings
 from harness.registry import MODELS
 
@@ -33,6 +34,7 @@ class LoadedModel:
     source: str  # repo id, folder, or "built from config"
     device: Any  # torch.device
     dtype: Any  # torch.dtype
+    base: dict[str, Any] | None = None  # a saved compressed model's base model (name, source, fingerprint)
 
     @property
     def transformer(self) -> Any:
@@ -72,6 +74,19 @@ def resolve_model(name: str) -> ModelSpec:
     path = Path(name).expanduser()
     if path.exists():
         family = _family_of_folder(path)
+        provenance = read_provenance(path)
+        if provenance is not None:  # saved by `harness compress`: samples and is analysed like its base model
+            recipe = "+".join(step["name"] for step in provenance["recipe"])
+            return ModelSpec(
+                name=path.resolve().name,
+                description=f"{provenance['base']['name']} compressed with {recipe} ({path})",
+                family=family,  # type: ignore[arg-type]
+                sampling=SamplingSettings(**provenance["sampling"]),
+                transformer_config={},
+                dtype=provenance["dtype"],
+                repo_id=str(path.resolve()),
+                contribution_metric=provenance["contribution_metric"],
+            )
         return ModelSpec(
             name=path.resolve().name,
             description=f"local folder {path}",
@@ -148,6 +163,7 @@ def load_model(spec: ModelSpec, *, weights: str | None, device: str, dtype: str 
     from harness.models.families import pipeline_class
 
     torch_dtype = getattr(torch, dtype or spec.dtype)
+    base = None
     if spec.build is not None and weights is None:
         pipeline = spec.build()
         if pipeline.transformer.dtype != torch_dtype:
@@ -172,6 +188,10 @@ def load_model(spec: ModelSpec, *, weights: str | None, device: str, dtype: str 
             spec = dataclasses.replace(spec, family=family, sampling=FAMILY_DEFAULT_SAMPLING[family])
         # components saved as [null, null] (e.g. SD3 without T5) must be passed as None explicitly
         absent = {k: None for k, v in _read_model_index(folder).items() if v == [None, None]}
+        provenance = read_provenance(folder)
+        if provenance is not None:  # pruned config, quantised layers: rebuilt by the harness, not diffusers
+            base = provenance["base"]
+            absent["transformer"] = load_compressed_transformer(folder, family, "cpu", torch_dtype)
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="`torch_dtype` is deprecated")  # newer diffusers
@@ -188,4 +208,19 @@ def load_model(spec: ModelSpec, *, weights: str | None, device: str, dtype: str 
         source = str(folder)
     pipeline.to(device)
     pipeline.set_progress_bar_config(disable=True)
-    return LoadedModel(spec, pipeline, fingerprint, source, torch.device(device), torch_dtype)
+    return LoadedModel(spec, pipeline, fingerprint, source, torch.device(device), torch_dtype, base)
+
+
+def load_base(model: LoadedModel) -> LoadedModel:
+    """The uncompressed model a saved compressed model came from, on the same device and dtype; its fingerprint
+    must be the one recorded at compression time."""
+    assert model.base is not None
+    name, source = model.base["name"], model.base["source"]
+    spec = resolve_model(name if name in MODELS.names() else source)
+    weights = source if spec.build is None and Path(source).is_dir() else None
+    base = load_model(spec, weights=weights, device=str(model.device), dtype=str(model.dtype).removeprefix("torch."))
+    if base.fingerprint != model.base["fingerprint"]:
+        raise UsageError(f"'{model.source}' was compressed from {name} with fingerprint {model.base['fingerprint']}, "
+                         f"but the base model found now has {base.fingerprint}: the original images would come from "
+                         "other weights. Point --weights at the original base model.")
+    return base
