@@ -132,7 +132,7 @@ def distill(model: Any, teacher: Any, removed: list[int], intensity: dict[int, f
     from diffusers import FlowMatchEulerDiscreteScheduler
     from tqdm.auto import tqdm
 
-    from harness.models.families import encode_images
+    from harness.models.families import encode_images, encode_prompts
     from harness.models.topology import block_topology
     from harness.results import write_atomic
 
@@ -200,9 +200,7 @@ def distill(model: Any, teacher: Any, removed: list[int], intensity: dict[int, f
             prompts, images = pairs.next(params.distill_batch_size)
             x0 = encode_images(pipe, images).to(model.dtype)
             with torch.no_grad():
-                embeds, _, pooled, _ = pipe.encode_prompt(
-                    prompt=prompts, prompt_2=prompts, prompt_3=prompts, device=model.device,
-                    do_classifier_free_guidance=False, max_sequence_length=sampling.max_sequence_length or 256)
+                embeds, pooled = encode_prompts(pipe, "sd3", prompts, sampling.max_sequence_length, model.device)
             u = torch.sigmoid(torch.randn(x0.shape[0]))  # logit-normal(0, 1)
             indices = (u * scheduler.config.num_train_timesteps).long().clamp(max=len(scheduler.timesteps) - 1)
             sigma = scheduler.sigmas[indices].to(model.device, model.dtype).view(-1, 1, 1, 1)

@@ -80,12 +80,32 @@ def instantiate(registry: Registry, names: list[str], settings: dict[str, dict[s
 
 def open_model(name: str, weights: str | None, device: str | None, dtype: str | None) -> tuple[Any, Any, str]:
     """(accelerate process state, loaded model, device) for `--model/--weights/--device/--dtype`."""
+    from harness.memory import PeakMemory
     from harness.models.loading import load_model, resolve_model
 
     spec = resolve_model(name)
     state = _distributed_state(device)
     resolved = _resolve_device(device, state)
-    return state, load_model(spec, weights=weights, device=resolved, dtype=dtype), resolved
+    with PeakMemory(resolved) as loading:
+        model = load_model(spec, weights=weights, device=resolved, dtype=dtype)
+    model.load_memory = loading
+    return state, model, resolved
+
+
+def expand_suites(names: list[str], quality_suites: tuple[str, ...]) -> list[str]:
+    """Suite names with the groups (quality, device, full) replaced by their members, each once, in order."""
+    from suites import SUITE_GROUPS
+
+    expanded: list[str] = []
+    for name in names:
+        if name == "quality":
+            members = list(quality_suites)
+        elif name in SUITE_GROUPS:
+            members = expand_suites(list(SUITE_GROUPS[name]), quality_suites)
+        else:
+            members = [name]
+        expanded += [m for m in members if m not in expanded]
+    return expanded
 
 
 def apply_chain(model: Any, compressors: list[Any], cache_dir: Path, progress: bool, is_main: bool) -> list[Any]:
@@ -127,21 +147,24 @@ def apply_chain(model: Any, compressors: list[Any], cache_dir: Path, progress: b
 def run(options: RunOptions) -> Path | None:
     """Run the benchmark; returns the path of results.json on the main process, None on the others."""
     started = time.perf_counter()
-    for name in options.methods:
-        COMPRESSORS.entry(name)
-    for name in options.suites:
-        SUITES.entry(name)
-    scopes = ["sampling", *dict.fromkeys(options.methods), *dict.fromkeys(options.suites)]
-    settings = parse_set_options(options.settings, scopes)
-    compressors = instantiate(COMPRESSORS, options.methods, settings)
-    suites = instantiate(SUITES, list(dict.fromkeys(options.suites)), settings)
-    requests = {suite.name: suite.requests(options.limit) for suite in suites}  # reads prompt files: fail early
-
     from harness.environment import device_info, git_commit, package_versions
     from harness.models.loading import resolve_model
     from harness.results import SCHEMA_VERSION, check_writable, new_run_id, remove_stale_staging, write_run
+    from suites.base import MeasurementSuite
 
-    override_params(resolve_model(options.model).sampling, settings["sampling"], "sampling")  # fail before loading
+    requested_spec = resolve_model(options.model)
+    suite_names = expand_suites(options.suites, requested_spec.quality_suites)
+    for name in options.methods:
+        COMPRESSORS.entry(name)
+    for name in suite_names:
+        SUITES.entry(name)
+    scopes = ["sampling", *dict.fromkeys(options.methods), *suite_names]
+    settings = parse_set_options(options.settings, scopes)
+    compressors = instantiate(COMPRESSORS, options.methods, settings)
+    suites = instantiate(SUITES, suite_names, settings)
+    requests = {suite.name: suite.requests(options.limit) for suite in suites}  # reads prompt files: fail early
+
+    override_params(requested_spec.sampling, settings["sampling"], "sampling")  # fail before loading
     check_writable(options.output_dir)
     state, model, device = open_model(options.model, options.weights, options.device, options.dtype)
     if state.is_main_process:
@@ -193,7 +216,11 @@ def run(options: RunOptions) -> Path | None:
         samples = load_samples(cache, run_setup, requests[suite.name], options.batch_size)
         references = (load_samples(cache, reference_setup, requests[suite.name], options.batch_size)
                       if suite.needs_reference else None)
-        result = suite.score(samples, references)
+        if isinstance(suite, MeasurementSuite):
+            result = suite.measure(model, sampling)
+            records += [{"suite": suite.name, **row} for row in result.records]
+        else:
+            result = suite.score(samples, references)
         declared = {m.name: m for m in suite.metrics}
         for metric_name, value in result.metrics.items():
             key = f"{suite.name}/{metric_name}"
@@ -206,12 +233,13 @@ def run(options: RunOptions) -> Path | None:
             "params": suite.resolved_params(),
             "sampling": sampling.as_dict(),
             "samples_requested": len(requests[suite.name]),
-            "samples_scored": len(result.records),
+            "samples_scored": len(samples),
             "notes": result.notes,
             "artifacts": [f"{suite.name}-{name}" for name in result.artifacts],
         }
         artifacts.update({f"{suite.name}-{name}": content for name, content in result.artifacts.items()})
-        for index, (sample, scores) in enumerate(zip(samples, result.records, strict=True)):
+        image_records = [] if isinstance(suite, MeasurementSuite) else result.records
+        for index, (sample, scores) in enumerate(zip(samples, image_records, strict=True)):
             record = {"suite": suite.name, "prompt": sample.request.prompt,
                       "prompt_index": sample.request.prompt_index, "sample_index": sample.request.sample_index,
                       "seed": sample.seed, "image": str(sample.path), **scores}

@@ -13,3 +13,14 @@ SUITES.register(
     "suites.geneval_shapes:GenevalShapesSuite",
     "GenEval's rules and scores on the synthetic shapes world (553 prompts), judged exactly instead of by a detector.",
 )
+SUITES.register("latency", "suites.latency:LatencySuite",
+                "Median time per image, per denoising step and per transformer forward, with spread; first call apart.")
+SUITES.register("memory", "suites.memory:MemorySuite",
+                "Weight bytes per component; load, inference and transformer-forward peaks; fit on GPU profiles.")
+
+# Suite groups `--suite` accepts. "quality" is the model's own quality suites (ModelSpec.quality_suites).
+SUITE_GROUPS: dict[str, tuple[str, ...]] = {
+    "device": ("latency", "memory"),
+    "quality": (),  # filled per model
+    "full": ("quality", "fidelity", "device"),
+}

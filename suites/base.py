@@ -60,3 +60,21 @@ class Suite:
 
     def score(self, samples: list[Sample], references: list[Sample] | None) -> SuiteResult:
         raise NotImplementedError
+
+
+class MeasurementSuite(Suite):
+    """A suite that measures the compressed pipeline itself (time, memory) instead of scoring generated images.
+
+    The runner calls `measure` once on the main process, after the chain is applied and the other suites' images
+    exist. Its records are rows of the measurement (repeats, device profiles), not images. A figure that cannot be
+    measured here (GPU-only on a CPU) is left out of `metrics`, and a note says why.
+    """
+
+    def requests(self, limit: int | None) -> list[ImageRequest]:
+        return []
+
+    def score(self, samples: list[Sample], references: list[Sample] | None) -> SuiteResult:
+        raise TypeError(f"{self.name} measures the pipeline: the runner calls measure(), not score()")
+
+    def measure(self, model: Any, sampling: Any) -> SuiteResult:
+        raise NotImplementedError

@@ -118,3 +118,17 @@ def encode_images(pipeline: Any, images: Any, sample: bool = True) -> torch.Tens
         latents = posterior.sample() if sample else posterior.mode()
     shift = vae.config.shift_factor or 0.0
     return (latents - shift) * vae.config.scaling_factor
+
+
+def encode_prompts(pipeline: Any, family: Family, prompts: list[str], max_sequence_length: int | None,
+                   device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(token embeddings, pooled embedding) of the prompts as the pipeline feeds its transformer, without CFG."""
+    length = max_sequence_length or (256 if family == "sd3" else 512)
+    if family == "sd3":
+        embeds, _, pooled, _ = pipeline.encode_prompt(prompt=prompts, prompt_2=prompts, prompt_3=prompts,
+                                                      device=device, do_classifier_free_guidance=False,
+                                                      max_sequence_length=length)
+    else:
+        embeds, pooled, _ = pipeline.encode_prompt(prompt=prompts, prompt_2=prompts, device=device,
+                                                   max_sequence_length=length)
+    return embeds, pooled

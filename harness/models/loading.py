@@ -35,6 +35,7 @@ class LoadedModel:
     device: Any  # torch.device
     dtype: Any  # torch.dtype
     base: dict[str, Any] | None = None  # a saved compressed model's base model (name, source, fingerprint)
+    load_memory: Any = None  # harness.memory.PeakMemory of loading, when the runner measured it
 
     @property
     def transformer(self) -> Any:
@@ -86,6 +87,7 @@ def resolve_model(name: str) -> ModelSpec:
                 dtype=provenance["dtype"],
                 repo_id=str(path.resolve()),
                 contribution_metric=provenance["contribution_metric"],
+                quality_suites=tuple(provenance["quality_suites"]),
             )
         return ModelSpec(
             name=path.resolve().name,

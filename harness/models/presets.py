@@ -140,6 +140,7 @@ _SPECS = (
         dtype="float32",
         build=build_tiny_sd3,
         contribution_metric="fidelity/ssim",  # random weights: only closeness to the original means anything
+        quality_suites=(),
     ),
     ModelSpec(
         name="tiny-sd3.5-medium",
@@ -150,6 +151,7 @@ _SPECS = (
         dtype="float32",
         build=build_tiny_sd35_medium,
         contribution_metric="fidelity/ssim",  # random weights: only closeness to the original means anything
+        quality_suites=(),
     ),
     ModelSpec(
         name="tiny-flux",
@@ -160,6 +162,7 @@ _SPECS = (
         dtype="float32",
         build=build_tiny_flux,
         contribution_metric="fidelity/ssim",  # random weights: only closeness to the original means anything
+        quality_suites=(),
     ),
     ModelSpec(
         name="reference",
@@ -172,6 +175,7 @@ _SPECS = (
         dtype="float32",
         repo_id=str(REFERENCE_WEIGHTS),
         contribution_metric="geneval-shapes/overall",
+        quality_suites=("geneval-shapes",),
     ),
 )
 

@@ -60,6 +60,7 @@ def save_compressed(model: Any, folder: Path, recipe: list[dict[str, Any]], cost
             "format": PROVENANCE_FORMAT, "version": PROVENANCE_VERSION,
             "base": base, "family": model.spec.family, "recipe": recipe, "costs": costs,
             "sampling": model.spec.sampling.as_dict(), "contribution_metric": model.spec.contribution_metric,
+            "quality_suites": list(model.spec.quality_suites),
             "dtype": str(model.dtype).removeprefix("torch."),
             "transformer_weight_bytes": weight_bytes(model.transformer),
         }

@@ -53,6 +53,8 @@ class ModelSpec:
     build: Callable[[], Any] | None = field(default=None, compare=False)
     # what `harness analyze` scores removals with unless --metric says otherwise (<suite>/<metric>)
     contribution_metric: str = "hpsv2/overall"
+    # what `--suite quality` means for this model
+    quality_suites: tuple[str, ...] = ("geneval", "hpsv2")
 
     def __post_init__(self) -> None:
         if (self.repo_id is None) == (self.build is None):

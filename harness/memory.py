@@ -1,0 +1,113 @@
+"""Peak memory of a phase (loading, inference, one forward), each figure named for what it is.
+
+- `allocated`: torch's peak of live tensors (`max_memory_allocated`);
+- `reserved`: the caching allocator's peak holding (`max_memory_reserved`), what must fit on the card;
+- `nvml`: this process's peak as the driver sees it (CUDA context and non-torch allocations included), sampled in a
+  background thread through NVML (nvidia-ml-py);
+- `rss`: the process's peak resident set on the host, sampled the same way (the CPU figure).
+A figure that cannot be had is None, with the reason in `unavailable`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from types import TracebackType
+from typing import Any
+
+SAMPLE_SECONDS = 0.005
+
+
+def _nvml_process_memory(device_index: int) -> tuple[Any, str | None]:
+    """A function returning this process's NVML-reported GPU memory in bytes, or (None, reason)."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(device_index)
+    except Exception as exc:  # NVMLError: LibraryNotFound, DriverNotLoaded, ...
+        return None, f"NVML unavailable ({type(exc).__name__}: {exc})"
+    pid = os.getpid()
+
+    def read() -> int | None:
+        for process in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
+            if process.pid == pid:
+                return int(process.usedGpuMemory or 0)
+        return None
+
+    try:
+        read()
+    except Exception as exc:
+        return None, f"NVML cannot list processes ({type(exc).__name__}: {exc})"
+    return read, None
+
+
+class PeakMemory:
+    """Context manager measuring the peaks of the enclosed phase on `device` (a torch.device or string)."""
+
+    def __init__(self, device: Any) -> None:
+        import torch
+
+        self.device = torch.device(device)
+        self.allocated: int | None = None
+        self.reserved: int | None = None
+        self.nvml: int | None = None
+        self.rss: int | None = None
+        self.unavailable: dict[str, str] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> PeakMemory:
+        import psutil
+        import torch
+
+        self._process = psutil.Process()
+        self._nvml_read = None
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._nvml_read, reason = _nvml_process_memory(self.device.index or 0)
+            if reason:
+                self.unavailable["nvml"] = reason
+        else:
+            reason = f"no CUDA device (ran on {self.device.type})"
+            self.unavailable.update({"allocated": reason, "reserved": reason, "nvml": reason})
+        self.rss = self._process.memory_info().rss
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self._read_once()
+            time.sleep(SAMPLE_SECONDS)
+
+    def _read_once(self) -> None:
+        self.rss = max(self.rss or 0, self._process.memory_info().rss)
+        if self._nvml_read is not None:
+            try:
+                used = self._nvml_read()
+            except Exception:  # a driver hiccup must not kill the measured phase
+                used = None
+            if used is not None:
+                self.nvml = max(self.nvml or 0, used)
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        import torch
+
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.allocated = torch.cuda.max_memory_allocated(self.device)
+            self.reserved = torch.cuda.max_memory_reserved(self.device)
+        self._read_once()
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self._nvml_read is not None and self.nvml is None:
+            self.unavailable["nvml"] = "this process is not in NVML's process list (a container PID namespace?)"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"allocated_bytes": self.allocated, "reserved_bytes": self.reserved, "nvml_bytes": self.nvml,
+                "rss_bytes": self.rss, "unavailable": self.unavailable}

@@ -1,0 +1,135 @@
+"""`latency`: how long the pipeline takes, per image, per denoising step, and for one transformer forward.
+
+Warm-up calls first (not counted), then `repeats` timed calls; each figure is the median with its spread (quantiles
+in the results). The first call of the suite is reported on its own. On CUDA the clock is a pair of CUDA events
+(per-step times are events recorded from the step callback, so nothing synchronises inside the loop); on the CPU it
+is `time.perf_counter`. Batch size, resolution, steps and dtype are recorded with the figures.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from harness.metrics import Metric, MetricValue, summarize
+from suites.base import MeasurementSuite, SuiteResult
+
+
+class _Clock:
+    """Elapsed milliseconds between marks: CUDA events on a GPU, perf_counter on the CPU."""
+
+    def __init__(self, device: Any) -> None:
+        import torch
+
+        self.cuda = torch.device(device).type == "cuda"
+        self.device = device
+
+    def mark(self) -> Any:
+        import torch
+
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
+
+    def elapsed_ms(self, start: Any, end: Any) -> float:
+        import torch
+
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+            return float(start.elapsed_time(end))
+        return (end - start) * 1000.0
+
+
+def median_of(values: list[float]) -> MetricValue:
+    """The median as the headline value, with the full summary (mean's stderr, quantiles) kept beside it."""
+    summary = summarize(values)
+    return MetricValue(summary.distribution["median"], summary.n, summary.stderr, summary.distribution)
+
+
+class LatencySuite(MeasurementSuite):
+    name = "latency"
+    metrics = (
+        Metric("end_to_end", "ms", False, "median wall time of one pipeline call (text encoding, all denoising steps, "
+               "VAE decode) divided by the batch size"),
+        Metric("per_step", "ms", False, "median time of one denoising step (transformer with CFG, scheduler), from "
+               "the step callback, steps 2 to N"),
+        Metric("transformer_forward", "ms", False, "median time of one transformer forward at the sampling "
+               "resolution (batch doubled when CFG is on)"),
+        Metric("first_call", "ms", False, "the suite's first pipeline call per image, warm-up included"),
+    )
+
+    @dataclass(frozen=True)
+    class Params:
+        warmup: int = 2
+        repeats: int = 5
+        batch_size: int = 1
+        forward_repeats: int = 10
+        prompt: str = "a photo of a red circle left of a blue square"
+
+        def __post_init__(self) -> None:
+            if self.repeats < 1 or self.warmup < 0 or self.batch_size < 1 or self.forward_repeats < 1:
+                raise ValueError("repeats, batch_size and forward_repeats must be at least 1, warmup at least 0")
+
+    def measure(self, model: Any, sampling: Any) -> SuiteResult:
+        import torch
+
+        from harness.models.families import call_kwargs, encode_prompts, transformer_inputs
+
+        clock, params = _Clock(model.device), self.params
+        pipeline, batch = model.pipeline, params.batch_size
+        steps: list[Any] = []
+
+        def on_step(_pipe: Any, _index: int, _timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+            steps.append(clock.mark())
+            return kwargs
+
+        def call() -> tuple[float, list[float]]:
+            steps.clear()
+            generator = torch.Generator("cpu").manual_seed(0)
+            start = clock.mark()
+            with torch.inference_mode():
+                pipeline(prompt=[params.prompt] * batch, generator=generator, output_type="np",
+                         callback_on_step_end=on_step, **call_kwargs(model.spec.family, sampling, batch))
+            end = clock.mark()
+            per_step = [clock.elapsed_ms(a, b) for a, b in zip(steps, steps[1:], strict=False)]
+            return clock.elapsed_ms(start, end) / batch, per_step
+
+        first, _ = call()
+        for _ in range(params.warmup):
+            call()
+        end_to_end, per_step, records = [], [], []
+        for repeat in range(params.repeats):
+            total, step_times = call()
+            end_to_end.append(total)
+            per_step += step_times
+            records.append({"kind": "pipeline_call", "repeat": repeat, "ms_per_image": total,
+                            "step_ms": step_times})
+        cfg = sampling.guidance_scale > 1 and model.spec.family == "sd3"
+        with torch.inference_mode():
+            embeds, _ = encode_prompts(pipeline, model.spec.family, [params.prompt], sampling.max_sequence_length,
+                                       model.device)
+            inputs = transformer_inputs(model.transformer, batch * (2 if cfg else 1), sampling.height,
+                                        sampling.width, embeds.shape[1], model.device, model.dtype,
+                                        torch.Generator().manual_seed(0))
+            forwards = []
+            for repeat in range(params.warmup + params.forward_repeats):
+                start = clock.mark()
+                model.transformer(**inputs)
+                elapsed = clock.elapsed_ms(start, clock.mark())
+                if repeat >= params.warmup:
+                    forwards.append(elapsed)
+                    records.append({"kind": "transformer_forward", "repeat": repeat - params.warmup, "ms": elapsed})
+        metrics = {"end_to_end": median_of(end_to_end), "transformer_forward": median_of(forwards),
+                   "first_call": MetricValue(first, 1)}
+        notes = [f"batch {batch}, {sampling.height}x{sampling.width}, {sampling.num_inference_steps} steps, "
+                 f"guidance {sampling.guidance_scale}, {str(model.dtype).removeprefix('torch.')} on "
+                 f"{model.device}; clock: {'CUDA events' if clock.cuda else 'perf_counter'}; transformer forward "
+                 f"batch {batch * (2 if cfg else 1)}, {embeds.shape[1]} text tokens"]
+        if per_step:
+            metrics["per_step"] = median_of(per_step)
+        else:
+            notes.append("per_step: unavailable (a single denoising step has no step-to-step interval)")
+        return SuiteResult(metrics, records, notes)
