@@ -56,3 +56,12 @@ class Compressor:
 
     def apply(self, model: Any) -> dict[str, Any]:
         raise NotImplementedError
+
+    def apply_structure(self, model: Any) -> dict[str, Any]:
+        """The structural part of `apply` on a weight-free (meta-device) model, for `harness estimate`: what it
+        removes or how it stores weights, without data or training. Returns what it did."""
+        from harness.errors import UsageError
+
+        if not self.changes_model:
+            return {}
+        raise UsageError(f"{self.name} has no weight-free estimate (it does not implement apply_structure)")

@@ -86,17 +86,21 @@ class BlockPruning(Compressor):
                                          self.params.budget)
         return chosen, {"selection": f"budget {self.params.budget}"}
 
-    def apply(self, model: Any) -> dict[str, Any]:
+    def apply_structure(self, model: Any) -> dict[str, Any]:
         from harness.models.surgery import remove_blocks
 
         transformer = model.transformer
         before = transformer_parameters(transformer)
         chosen, how = self.choose_blocks(model)
-        teacher = copy.deepcopy(transformer) if self.params.distill_steps else None
         remove_blocks(transformer, chosen)
         after = transformer_parameters(transformer)
-        cost: dict[str, Any] = {**how, "removed_blocks": chosen, "parameters_before": before,
-                                "parameters_after": after, "removed_fraction": round(1 - after / before, 6)}
+        return {**how, "removed_blocks": chosen, "parameters_before": before, "parameters_after": after,
+                "removed_fraction": round(1 - after / before, 6)}
+
+    def apply(self, model: Any) -> dict[str, Any]:
+        teacher = copy.deepcopy(model.transformer) if self.params.distill_steps else None
+        cost = self.apply_structure(model)
+        chosen = cost["removed_blocks"]
         if teacher is not None:
             from compressors.distill import distill
 

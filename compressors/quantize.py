@@ -21,6 +21,37 @@ def _linear_layers(module: Any) -> list[tuple[str, Any]]:
     return [(name, child) for name, child in module.named_modules() if type(child) is torch.nn.Linear]
 
 
+_STORAGE: dict[tuple[Any, ...], int] = {}
+
+
+def _estimate_linears(model: Any, quantiser: Compressor) -> dict[str, Any]:
+    """Weight-free estimate: each plain Linear gets the bytes the quantiser's real output stores for a layer of the
+    same shape, bias and dtype (measured once per shape on a random CPU layer; exact but for a few bytes of
+    serialised statistics per layer)."""
+    import copy
+    from types import SimpleNamespace
+
+    import torch
+
+    from harness.models.footprint import weight_bytes
+
+    layers = _linear_layers(model.transformer)
+    for _, linear in layers:
+        dtype = linear.weight.dtype
+        key = (quantiser.cache_identity(), linear.in_features, linear.out_features, linear.bias is not None, dtype)
+        if key not in _STORAGE:
+            probe = torch.nn.Sequential(torch.nn.Linear(linear.in_features, linear.out_features,
+                                                        bias=linear.bias is not None, dtype=dtype))
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                torch.nn.init.normal_(probe[0].weight, std=0.02)  # real-looking statistics: their text has a length
+            stand_in = SimpleNamespace(transformer=probe, device=torch.device("cpu"), dtype=dtype)
+            copy.copy(quantiser).apply(stand_in)
+            _STORAGE[key] = weight_bytes(stand_in.transformer)
+        linear.estimated_storage_bytes = _STORAGE[key]
+    return {"quantised_linear_layers": len(layers)}
+
+
 def _quantise_linears(model: Any, build: Any = None, torchao_config: Any = None) -> dict[str, Any]:
     """Replace each plain Linear of the transformer by `build(linear)`, or quantise them all with a torchao config;
     returns the cost record."""
@@ -41,7 +72,14 @@ def _quantise_linears(model: Any, build: Any = None, torchao_config: Any = None)
             "weight_bytes_after": weight_bytes(transformer)}
 
 
-class BitsAndBytes4Bit(Compressor):
+class WeightQuantiser(Compressor):
+    """Base of the quantisers: their weight-free estimate measures real quantised layers of each shape."""
+
+    def apply_structure(self, model: Any) -> dict[str, Any]:
+        return _estimate_linears(model, self)
+
+
+class BitsAndBytes4Bit(WeightQuantiser):
     """bitsandbytes 4-bit (NF4 by default) weight-only quantisation, double-quantised statistics."""
 
     name = "nf4"
@@ -71,7 +109,7 @@ class BitsAndBytes4Bit(Compressor):
         return _quantise_linears(model, build)
 
 
-class BitsAndBytes8Bit(Compressor):
+class BitsAndBytes8Bit(WeightQuantiser):
     """bitsandbytes LLM.int8 weights (row-wise absmax int8); `threshold` > 0 keeps outlier features in 16 bit."""
 
     name = "int8"
@@ -95,7 +133,7 @@ class BitsAndBytes8Bit(Compressor):
         return _quantise_linears(model, build)
 
 
-class TorchAOInt8(Compressor):
+class TorchAOInt8(WeightQuantiser):
     """torchao int8 weight-only quantisation (per-channel scales)."""
 
     name = "torchao-int8"
@@ -110,7 +148,7 @@ class TorchAOInt8(Compressor):
         return _quantise_linears(model, torchao_config=Int8WeightOnlyConfig())
 
 
-class TorchAOInt4(Compressor):
+class TorchAOInt4(WeightQuantiser):
     """torchao int4 weight-only quantisation with per-group scales: packed int4 on CUDA, unpacked on the CPU."""
 
     name = "torchao-int4"

@@ -81,6 +81,20 @@ def build_parser() -> argparse.ArgumentParser:
                           help="set a parameter of a method, e.g. --set hierarchicalprune.budget=0.3 (repeatable)")
     compress.add_argument("--no-progress", action="store_true", help="no progress bars")
 
+    estimate = commands.add_parser(
+        "estimate", help="weight bytes and transformer FLOPs of a model and a method, without downloading weights",
+        description="Build the model's architecture on the meta device from its preset configs, apply the "
+        "structural part of the compressor chain (block removal, quantised storage) and report weight bytes per "
+        "component (parameters, persistent buffers, quantisation statistics) and transformer FLOPs per denoising "
+        "step at the preset's sampling settings.",
+    )
+    estimate.add_argument("--model", default=DEFAULT_MODEL, help=f"a registered model (default: {DEFAULT_MODEL})")
+    estimate.add_argument("--method", default="none", type=lambda t: _split(t, "+"),
+                          help="compressor chain, e.g. 'hierarchicalprune+nf4' (default: none)")
+    estimate.add_argument("--set", dest="settings", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                          help="set a parameter of a method (repeatable)")
+    estimate.add_argument("--json", action="store_true", help="print the estimate as JSON")
+
     analyze = commands.add_parser(
         "analyze", help="contribution analysis: score the model with each block or sub-component removed",
         description="Remove each transformer block (or each sub-component of each block) in turn, in place and "
@@ -180,6 +194,31 @@ def _compress(args: argparse.Namespace) -> None:
     print(compress(options, args.save))
 
 
+def _estimate(args: argparse.Namespace) -> None:
+    import json
+
+    from harness.devices import GIB
+    from harness.estimate import estimate
+
+    report = estimate(args.model, args.method, args.settings)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    before, after = report["weight_bytes"]["before"], report["weight_bytes"]["after"]
+    print(f"{report['model']} with {report['method']} ({report['dtype']}); weights in GiB (2^30 bytes)")
+    print(f"{'component':<16} {'before':>10} {'after':>10}")
+    for name in before:
+        print(f"{name:<16} {before[name] / GIB:>10.3f} {after[name] / GIB:>10.3f}")
+    print(f"{'total':<16} {sum(before.values()) / GIB:>10.3f} {sum(after.values()) / GIB:>10.3f}")
+    flops = report["transformer_flops_per_step"]
+    ratio = flops["after"]["total"] / flops["before"]["total"]
+    print(f"transformer FLOPs per denoising step: {flops['before']['total'] / 1e12:.2f} T -> "
+          f"{flops['after']['total'] / 1e12:.2f} T ({ratio:.1%}); batch {flops['before']['batch']}, "
+          f"{report['sampling']['height']}x{report['sampling']['width']}, {report['text_tokens']} text tokens")
+    for step in report["chain"]:
+        print(f"{step['name']}: {json.dumps(step['structure'])}")
+
+
 def _analyze(args: argparse.Namespace) -> None:
     from harness.analysis import AnalyzeOptions, analyze, load_ranking
     from harness.runner import default_cache_dir
@@ -221,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
             _run(args)
         elif args.command == "compress":
             _compress(args)
+        elif args.command == "estimate":
+            _estimate(args)
         elif args.command == "analyze":
             _analyze(args)
         elif args.command == "reference":

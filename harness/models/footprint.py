@@ -22,5 +22,10 @@ def tensor_bytes(tensor: Any) -> int:
 
 
 def weight_bytes(module: torch.nn.Module) -> int:
-    """Bytes of everything `module.state_dict()` stores."""
-    return sum(tensor_bytes(t) for t in module.state_dict().values())
+    """Bytes of everything `module.state_dict()` stores. A submodule carrying `estimated_storage_bytes` (set by a
+    quantiser's weight-free estimate on a meta-device model) counts that instead of its own tensors."""
+    overridden = {name: m.estimated_storage_bytes for name, m in module.named_modules()
+                  if hasattr(m, "estimated_storage_bytes")}
+    prefixes = tuple(f"{name}." if name else "" for name in overridden)
+    return sum(overridden.values()) + sum(tensor_bytes(t) for key, t in module.state_dict().items()
+                                          if not (prefixes and key.startswith(prefixes)))

@@ -19,7 +19,7 @@ from harness.models.tiny import (
     build_tiny_sd3,
     build_tiny_sd35_medium,
 )
-from harness.reference.model import TEXT_TOKENS_T5
+from harness.reference.model import TEXT_TOKENS_T5, build_untrained_pipeline
 from harness.reference.model import TRANSFORMER_CONFIG as REFERENCE_TRANSFORMER
 from harness.reference.model import WEIGHTS_DIR as REFERENCE_WEIGHTS
 from harness.reference.world import IMAGE_SIZE
@@ -71,6 +71,36 @@ def _flux_transformer(guidance_embeds: bool) -> dict[str, Any]:
     }
 
 
+# Text encoders and VAE of the real models, for weight-free estimates (`harness estimate`): class and config as in
+# each repo's <component>/config.json (only what decides the parameter count and dtype-independent layout).
+_CLIP_L = {"vocab_size": 49408, "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
+           "num_attention_heads": 12, "max_position_embeddings": 77, "projection_dim": 768, "hidden_act": "quick_gelu"}
+_CLIP_G = {"vocab_size": 49408, "hidden_size": 1280, "intermediate_size": 5120, "num_hidden_layers": 32,
+           "num_attention_heads": 20, "max_position_embeddings": 77, "projection_dim": 1280, "hidden_act": "gelu"}
+_T5_XXL = {"vocab_size": 32128, "d_model": 4096, "d_kv": 64, "d_ff": 10240, "num_layers": 24, "num_heads": 64,
+           "feed_forward_proj": "gated-gelu", "relative_attention_num_buckets": 32}
+
+
+def _vae(scaling_factor: float, shift_factor: float) -> dict[str, Any]:
+    return {"in_channels": 3, "out_channels": 3, "down_block_types": ("DownEncoderBlock2D",) * 4,
+            "up_block_types": ("UpDecoderBlock2D",) * 4, "block_out_channels": (128, 256, 512, 512),
+            "layers_per_block": 2, "latent_channels": 16, "norm_num_groups": 32, "use_quant_conv": False,
+            "use_post_quant_conv": False, "scaling_factor": scaling_factor, "shift_factor": shift_factor}
+
+
+_SD35_COMPONENTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "text_encoder": ("transformers:CLIPTextModelWithProjection", _CLIP_L),
+    "text_encoder_2": ("transformers:CLIPTextModelWithProjection", _CLIP_G),
+    "text_encoder_3": ("transformers:T5EncoderModel", _T5_XXL),
+    "vae": ("diffusers:AutoencoderKL", _vae(1.5305, 0.0609)),
+}
+_FLUX_COMPONENTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "text_encoder": ("transformers:CLIPTextModel", _CLIP_L),
+    "text_encoder_2": ("transformers:T5EncoderModel", _T5_XXL),
+    "vae": ("diffusers:AutoencoderKL", _vae(0.3611, 0.1159)),
+}
+
+
 def _tiny_sampling(guidance_scale: float, negative_prompt: str | None) -> SamplingSettings:
     return SamplingSettings(
         num_inference_steps=4,
@@ -91,6 +121,7 @@ _SPECS = (
         family="sd3",
         sampling=SamplingSettings(num_inference_steps=28, guidance_scale=3.5, max_sequence_length=512),
         transformer_config=_SD35_LARGE_TRANSFORMER,
+        component_configs=_SD35_COMPONENTS,
         repo_id="stabilityai/stable-diffusion-3.5-large",
     ),
     ModelSpec(
@@ -99,6 +130,7 @@ _SPECS = (
         family="sd3",
         sampling=SamplingSettings(num_inference_steps=4, guidance_scale=0.0, max_sequence_length=512),
         transformer_config=dict(_SD35_LARGE_TRANSFORMER),  # the same architecture, its own copy
+        component_configs=_SD35_COMPONENTS,
         repo_id="stabilityai/stable-diffusion-3.5-large-turbo",
     ),
     ModelSpec(
@@ -108,6 +140,7 @@ _SPECS = (
         family="sd3",
         sampling=SamplingSettings(num_inference_steps=28, guidance_scale=7.0, max_sequence_length=256),
         transformer_config=_SD35_MEDIUM_TRANSFORMER,
+        component_configs=_SD35_COMPONENTS,
         repo_id="stabilityai/stable-diffusion-3.5-medium",
     ),
     ModelSpec(
@@ -119,6 +152,7 @@ _SPECS = (
             num_inference_steps=50, guidance_scale=3.5, max_sequence_length=512, negative_prompt=None
         ),
         transformer_config=_flux_transformer(guidance_embeds=True),
+        component_configs=_FLUX_COMPONENTS,
         repo_id="black-forest-labs/FLUX.1-dev",
     ),
     ModelSpec(
@@ -129,6 +163,7 @@ _SPECS = (
             num_inference_steps=4, guidance_scale=0.0, max_sequence_length=256, negative_prompt=None
         ),
         transformer_config=_flux_transformer(guidance_embeds=False),
+        component_configs=_FLUX_COMPONENTS,
         repo_id="black-forest-labs/FLUX.1-schnell",
     ),
     ModelSpec(
@@ -174,6 +209,7 @@ _SPECS = (
         transformer_config=REFERENCE_TRANSFORMER,
         dtype="float32",
         repo_id=str(REFERENCE_WEIGHTS),
+        architecture=build_untrained_pipeline,
         contribution_metric="geneval-shapes/overall",
         quality_suites=("geneval-shapes",),
     ),

@@ -55,6 +55,10 @@ class ModelSpec:
     contribution_metric: str = "hpsv2/overall"
     # what `--suite quality` means for this model
     quality_suites: tuple[str, ...] = ("geneval", "hpsv2")
+    # for weight-free estimates: the other components' "module:Class" and config, or a builder of the whole
+    # (untrained) pipeline for models small enough to build
+    component_configs: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict, compare=False)
+    architecture: Callable[[], Any] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if (self.repo_id is None) == (self.build is None):
