@@ -24,11 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from harness.models.families import encode_images, to_model_range
+from harness.reference.judge import autoencoder_agreement
 from harness.reference.model import TEXT_TOKENS_T5, build_untrained_pipeline
-from harness.reference.render import render, training_batch
+from harness.reference.render import training_batch
 from harness.reference.world import TAGS
 from harness.results import write_atomic
 
@@ -180,7 +179,7 @@ class _Trainer:
                 self.checkpoint()
         vae.eval()
         self._set_latent_statistics()
-        self.record(judge_agreement=self.vae_judge_agreement())
+        self.record(judge_agreement=autoencoder_agreement(self.pipe.vae, self.config.seed + 2))
         self.stage, self.step = "transformer", 0
         self.checkpoint()
 
@@ -194,27 +193,6 @@ class _Trainer:
                                  for _ in range(16)])
         shift, std = latents.mean().item(), latents.std().item()
         self.pipe.vae.register_to_config(shift_factor=shift, scaling_factor=1.0 / std)
-
-    def vae_judge_agreement(self, count: int = 300) -> dict[str, float]:
-        """Per task, the fraction of autoencoded renders the judge scores correct (the ceiling of every score)."""
-        import torch
-
-        from harness.reference.judge import classify_colors, detect
-        from harness.reference.world import random_metadata, scene_for
-        from suites.geneval_rules import evaluate
-
-        rng = random.Random(self.config.seed + 2)
-        agreement = {}
-        for tag in TAGS:
-            metadata = [random_metadata(rng, tag) for _ in range(count // len(TAGS))]
-            images = np.stack([render(scene_for(m, rng)) for m in metadata])
-            with torch.no_grad():
-                x = to_model_range(images, self.device)
-                decoded = self.pipe.vae.decode(self.pipe.vae.encode(x).latent_dist.mode()).sample
-            decoded = ((decoded.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-            agreement[tag] = float(np.mean([evaluate(image, detect(image), m, classify_colors).correct
-                                            for image, m in zip(decoded, metadata, strict=True)]))
-        return agreement
 
     # -- stage 2: transformer and text encoders --------------------------------------------------------------------
     def train_transformer(self) -> None:

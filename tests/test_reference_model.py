@@ -1,0 +1,60 @@
+"""The committed reference model: loaded exactly as a real model is, its autoencoder keeps what the judge needs,
+its weights and training log are in place, and geneval-shapes sees compression."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import invoke, read_results, run_args
+
+from harness.models.loading import load_model
+from harness.models.presets import PRESETS
+from harness.models.topology import block_topology
+from harness.reference.judge import autoencoder_agreement
+from harness.reference.model import WEIGHTS_DIR
+from harness.reference.world import TAGS
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return load_model(PRESETS["reference"], weights=None, device="cpu")
+
+
+def test_it_loads_through_the_diffusers_path(reference):
+    from diffusers import StableDiffusion3Pipeline
+
+    assert type(reference.pipeline) is StableDiffusion3Pipeline
+    kinds = [b.kind for b in block_topology(reference.transformer)]
+    assert len(kinds) == 12 and kinds[-1] == "joint-last"
+    assert str(reference.dtype) == "torch.float32" and reference.fingerprint.startswith("sha256:")
+
+
+def test_autoencoded_renders_keep_the_judge_at_least_95_percent_right(reference):
+    agreement = autoencoder_agreement(reference.pipeline.vae, seed=1234, per_task=40)
+    assert set(agreement) == set(TAGS)
+    assert min(agreement.values()) >= 0.95, agreement
+
+
+def test_weights_log_and_card_are_committed():
+    weights = sum(p.stat().st_size for p in WEIGHTS_DIR.rglob("*.safetensors"))
+    assert weights <= 40 * 1024 * 1024
+    log = [json.loads(line) for line in (WEIGHTS_DIR / "train_log.jsonl").read_text().splitlines()]
+    evaluations = [entry for entry in log if "eval" in entry]
+    assert len(evaluations) >= 3 and all("overall" in entry["eval"] for entry in evaluations)
+    assert any("loss" in entry and entry["stage"] == "transformer" for entry in log)
+    card = (WEIGHTS_DIR / "README.md").read_text()
+    assert "Training device:" in card and "min for the transformer" in card
+
+
+@pytest.mark.slow
+def test_geneval_shapes_sees_the_last_third_removed(dirs):
+    """Blocks 7-10 of 12 (the last third but the final block), no recovery: overall drops by at least 0.15."""
+    common = ["--model", "reference", "--suite", "geneval-shapes", "--limit", "120", "--batch-size", "16"]
+    base = invoke(*run_args(dirs, *common))
+    assert base.returncode == 0, base.stderr
+    pruned = invoke(*run_args(dirs, *common, "--method", "depth-last", "--set", "depth-last.blocks=7,8,9,10"))
+    assert pruned.returncode == 0, pruned.stderr
+    drop = (read_results(base.stdout)["metrics"]["geneval-shapes/overall"]
+            - read_results(pruned.stdout)["metrics"]["geneval-shapes/overall"])
+    assert drop >= 0.15, drop
