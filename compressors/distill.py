@@ -122,6 +122,40 @@ def _block_outputs(transformer: Any) -> tuple[dict[int, Any], list[Any]]:
     return store, handles
 
 
+def _latents(pipe: Any, family: str, latents: Any) -> Any:
+    """The transformer's view of clean latents: SD3 takes them as they are, FLUX packs 2x2 patches into tokens."""
+    if family == "sd3":
+        return latents
+    b, c, h, w = latents.shape
+    return pipe._pack_latents(latents, b, c, h, w)
+
+
+def _transformer_inputs(model: Any, x_t: Any, sigma: Any, image_size: tuple[int, int], prompts: list[str]) -> dict:
+    """Keyword arguments of one transformer forward on noisy latents x_t at noise level sigma (per sample), the
+    same for teacher and student."""
+    import torch
+
+    from harness.models.families import encode_prompts
+
+    pipe, sampling, family = model.pipeline, model.spec.sampling, model.spec.family
+    embeds, pooled = encode_prompts(pipe, family, prompts, sampling.max_sequence_length, model.device)
+    inputs = {"hidden_states": x_t, "encoder_hidden_states": embeds, "pooled_projections": pooled,
+              "return_dict": False}
+    if family == "sd3":
+        inputs["timestep"] = sigma * 1000  # SD3's transformer takes the scheduler's timestep, sigma * 1000
+        return inputs
+    height, width = image_size
+    scale = pipe.vae_scale_factor * 2  # FLUX: 2x2 latent patches per token
+    inputs["timestep"] = sigma  # FLUX's transformer scales by 1000 itself
+    inputs["img_ids"] = pipe._prepare_latent_image_ids(x_t.shape[0], height // scale, width // scale, model.device,
+                                                       model.dtype)
+    inputs["txt_ids"] = torch.zeros(embeds.shape[1], 3, device=model.device, dtype=model.dtype)
+    if model.transformer.config.guidance_embeds:
+        inputs["guidance"] = torch.full((x_t.shape[0],), sampling.guidance_scale, device=model.device,
+                                        dtype=torch.float32)
+    return inputs
+
+
 def distill(model: Any, teacher: Any, removed: list[int], intensity: dict[int, float], params: Any,
             context: Any, train_embedders: bool = True) -> dict[str, Any]:
     """Train `model.transformer` (already pruned) towards `teacher` for `params.distill_steps` steps; returns the
@@ -132,13 +166,10 @@ def distill(model: Any, teacher: Any, removed: list[int], intensity: dict[int, f
     from diffusers import FlowMatchEulerDiscreteScheduler
     from tqdm.auto import tqdm
 
-    from harness.models.families import encode_images, encode_prompts
+    from harness.models.families import encode_images
     from harness.models.topology import block_topology
     from harness.results import write_atomic
 
-    if model.spec.family != "sd3":
-        raise UsageError(f"distillation supports the SD3 family for now; '{model.spec.name}' is {model.spec.family}:"
-                         " set distill_steps=0")
     pipe, student = model.pipeline, model.transformer
     accelerator = Accelerator(cpu=model.device.type == "cpu")
     blocks = block_topology(student)
@@ -168,8 +199,8 @@ def distill(model: Any, teacher: Any, removed: list[int], intensity: dict[int, f
     optimizer = torch.optim.AdamW([{"params": ps, "lr": params.distill_lr * f} for f, ps in groups.items()],
                                   lr=params.distill_lr, weight_decay=1e-4)
     teacher.requires_grad_(False).eval()
-    for module in (pipe.text_encoder, pipe.text_encoder_2, pipe.text_encoder_3, pipe.vae):
-        if module is not None:
+    for name, module in pipe.components.items():  # text encoders and VAE stay as they are
+        if isinstance(module, torch.nn.Module) and name != "transformer":
             module.requires_grad_(False)
 
     identity = json.dumps({"model": model.fingerprint, "removed": removed, "intensity": intensity,
@@ -191,24 +222,20 @@ def distill(model: Any, teacher: Any, removed: list[int], intensity: dict[int, f
     student_features, student_hooks = _block_outputs(student)
     teacher_features, teacher_hooks = _block_outputs(teacher)
     train_blocks = [b.index for b in blocks if intensity.get(b.index, 1.0) > 0]
-    sampling = model.spec.sampling
     bar = tqdm(total=params.distill_steps, initial=step, desc="distilling", unit="step",
                disable=not (context.progress and accelerator.is_main_process))
     try:
         while step < params.distill_steps:
             started = time.perf_counter()
             prompts, images = pairs.next(params.distill_batch_size)
-            x0 = encode_images(pipe, images).to(model.dtype)
-            with torch.no_grad():
-                embeds, pooled = encode_prompts(pipe, "sd3", prompts, sampling.max_sequence_length, model.device)
+            x0 = _latents(pipe, model.spec.family, encode_images(pipe, images).to(model.dtype))
             u = torch.sigmoid(torch.randn(x0.shape[0]))  # logit-normal(0, 1)
             indices = (u * scheduler.config.num_train_timesteps).long().clamp(max=len(scheduler.timesteps) - 1)
-            sigma = scheduler.sigmas[indices].to(model.device, model.dtype).view(-1, 1, 1, 1)
-            timestep = scheduler.timesteps[indices].to(model.device)
+            sigma = scheduler.sigmas[indices].to(model.device, model.dtype).view(-1, *[1] * (x0.dim() - 1))
             noise = torch.randn_like(x0)
             x_t = sigma * noise + (1 - sigma) * x0
-            inputs = {"hidden_states": x_t, "timestep": timestep, "encoder_hidden_states": embeds,
-                      "pooled_projections": pooled, "return_dict": False}
+            with torch.no_grad():
+                inputs = _transformer_inputs(model, x_t, sigma.flatten(), images.shape[1:3], prompts)
             with torch.no_grad():
                 v_teacher = teacher(**inputs)[0]
             v_student = wrapped(**inputs)[0]

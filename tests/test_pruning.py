@@ -157,3 +157,18 @@ def test_a_saved_compressed_model_loads_back_and_scores_identically(dirs, tmp_pa
     assert reloaded_metrics == direct_metrics  # same pixels, and fidelity compares with the base model's images
     again = invoke("compress", "--model", "tiny-sd3", "--method", "none", "--save", str(saved))
     assert again.returncode == 2 and "is not empty" in again.stderr
+
+
+def test_distillation_runs_on_flux_too(tmp_path):
+    from harness.models.loading import load_model
+
+    model = load_model(PRESETS["tiny-flux"], weights=None, device="cpu")
+    before = {k: v.clone() for k, v in model.transformer.state_dict().items()}
+    params = PruningParams(blocks=(1,), distill_steps=2, distill_batch_size=2, distill_lr=1e-3,
+                           distill_data=_caption_folder(tmp_path / "data", count=4))
+    cost = DepthLast(params, _context(tmp_path)).apply(model)
+    assert cost["removed_blocks"] == [1] and cost["distillation"]["steps"] == 2
+    after = model.pipeline.transformer.state_dict()
+    changed = [k for k in after if k in before and not torch.equal(after[k], before[k])]
+    assert any(k.startswith("single_transformer_blocks.") for k in changed)  # every kept block trains
+    assert model.pipeline.transformer.training is False

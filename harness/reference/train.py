@@ -42,7 +42,7 @@ class TrainConfig:
     vae_steps: int = 1200
     vae_batch_size: int = 32
     vae_lr: float = 2e-3
-    steps: int = 5000
+    steps: int = 4500
     batch_size: int = 64
     lr: float = 1e-3
     warmup_steps: int = 200
