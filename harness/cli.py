@@ -95,6 +95,22 @@ def build_parser() -> argparse.ArgumentParser:
                           help="set a parameter of a method (repeatable)")
     estimate.add_argument("--json", action="store_true", help="print the estimate as JSON")
 
+    check = commands.add_parser(
+        "check", help="fail (exit 1) when a run's metrics dropped against a baseline run by more than allowed",
+        description="Compare a run with a baseline run, metric by metric. A drop follows the metric's direction "
+        "(a latency or memory increase is a drop). Exit 0 when every metric is within its tolerance, 1 when one "
+        "is not, 2 on bad input. Example: harness check results/runs/NEW --baseline results/runs/BASE "
+        "--max-drop geneval-shapes/overall=0.02 --max-drop latency/end_to_end=10%%",
+    )
+    check.add_argument("run", type=Path, help="the run folder (or its results.json) to judge")
+    check.add_argument("--baseline", type=Path, required=True, help="the baseline run folder or results.json")
+    check.add_argument("--max-drop", dest="tolerances", action="append", default=[], metavar="SUITE/METRIC=TOL",
+                       help="allowed drop, absolute in the metric's unit, or relative with a trailing %% "
+                       "(repeatable)")
+    check.add_argument("--significant", action="store_true",
+                       help="fail only when the drop is also significant (95%% paired bootstrap over prompts)")
+    check.add_argument("--json", action="store_true", help="print the verdicts as JSON")
+
     analyze = commands.add_parser(
         "analyze", help="contribution analysis: score the model with each block or sub-component removed",
         description="Remove each transformer block (or each sub-component of each block) in turn, in place and "
@@ -219,6 +235,16 @@ def _estimate(args: argparse.Namespace) -> None:
         print(f"{step['name']}: {json.dumps(step['structure'])}")
 
 
+def _check(args: argparse.Namespace) -> int:
+    import json
+
+    from harness.compare import Tolerance, check, format_check
+
+    report = check(args.run, args.baseline, [Tolerance.parse(t) for t in args.tolerances], args.significant)
+    print(json.dumps(report, indent=2) if args.json else format_check(report))
+    return 0 if report["passed"] else 1
+
+
 def _analyze(args: argparse.Namespace) -> None:
     from harness.analysis import AnalyzeOptions, analyze, load_ranking
     from harness.runner import default_cache_dir
@@ -260,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
             _run(args)
         elif args.command == "compress":
             _compress(args)
+        elif args.command == "check":
+            return _check(args)
         elif args.command == "estimate":
             _estimate(args)
         elif args.command == "analyze":

@@ -61,6 +61,19 @@ class Suite:
     def score(self, samples: list[Sample], references: list[Sample] | None) -> SuiteResult:
         raise NotImplementedError
 
+    def aggregate(self, records: list[dict[str, Any]]) -> dict[str, float]:
+        """The suite's metric values recomputed from per-image records (rows of samples.jsonl: `prompt_index` plus
+        the fields `score` wrote), for bootstrap intervals over prompts. Default: the mean of each declared metric's
+        field; a suite whose metrics are not per-image means overrides it."""
+        import math
+
+        values: dict[str, float] = {}
+        for metric in self.metrics:
+            column = [float(r[metric.name]) for r in records if isinstance(r.get(metric.name), (int, float))]
+            if column:
+                values[metric.name] = math.fsum(column) / len(column)
+        return values
+
 
 class MeasurementSuite(Suite):
     """A suite that measures the compressed pipeline itself (time, memory) instead of scoring generated images.

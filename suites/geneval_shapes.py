@@ -191,6 +191,12 @@ class GenevalShapesSuite(Suite):
         return SuiteResult(metrics, records, notes, artifacts)
 
 
+    def aggregate(self, records: list[dict[str, Any]]) -> dict[str, float]:
+        summary = geneval_summary((r["tag"], r["prompt_index"], r["correct"]) for r in records)
+        return {"overall": summary.overall, **summary.per_tag, "correct_images": summary.correct_images,
+                "correct_prompts": summary.correct_prompts}
+
+
 def _metrics(records: list[dict[str, Any]], prompt_indices: list[int],
              total_prompts: int) -> tuple[dict[str, MetricValue], list[str]]:
     summary = geneval_summary((r["tag"], i, r["correct"]) for r, i in zip(records, prompt_indices, strict=True))

@@ -1,0 +1,163 @@
+"""Comparing runs: metric drops with the metric's own direction, bootstrap intervals over prompts, and the
+`harness check` gate.
+
+A drop is positive when the run is worse than the baseline: lower for a higher-is-better metric, higher for a
+lower-is-better one (latency, memory). Intervals resample prompts with replacement (the same prompts in both runs:
+a paired bootstrap) and recompute the metric from the per-image records with the suite's own `aggregate`, so
+GenEval's per-task averaging is respected.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UsageError
+
+BOOTSTRAP_SAMPLES = 1000
+
+
+@dataclass
+class Run:
+    results: dict[str, Any]
+    records: list[dict[str, Any]]
+    path: Path
+
+    def value(self, key: str) -> float:
+        if key not in self.results["metrics"]:
+            raise UsageError(f"{self.path} has no metric '{key}'; it has: {', '.join(self.results['metrics'])}")
+        return float(self.results["metrics"][key])
+
+    def suite_records(self, suite: str) -> list[dict[str, Any]]:
+        return [r for r in self.records if r.get("suite") == suite and "prompt_index" in r]
+
+
+def load_run(path: Path) -> Run:
+    """A run folder (or its results.json) with its per-image records."""
+    from harness.results import SAMPLES_FILE, from_json_safe, load_results
+
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    results = load_results(path)
+    samples = folder / SAMPLES_FILE
+    records = [from_json_safe(json.loads(line)) for line in samples.read_text().splitlines()] \
+        if samples.is_file() else []
+    return Run(results, records, folder)
+
+
+def higher_is_better(run: Run, key: str) -> bool:
+    details = run.results.get("metric_details", {}).get(key)
+    if details is not None and "higher_is_better" in details:
+        return bool(details["higher_is_better"])
+    from harness.metrics import lookup
+
+    return lookup(key).higher_is_better
+
+
+def drop(base: float, value: float, higher_better: bool) -> float:
+    return base - value if higher_better else value - base
+
+
+def bootstrap_drop(run: Run, baseline: Run, key: str, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0,
+                   level: float = 0.95) -> tuple[float, float] | None:
+    """The `level` interval of the drop of `key` from a paired bootstrap over the prompts both runs scored, or None
+    when the suite has no per-image records (measurement suites) or the runs share no prompts."""
+    from harness.registry import SUITES
+
+    suite_name, _, metric = key.partition("/")
+    if suite_name not in SUITES.names():
+        return None
+    suite = SUITES.get(suite_name)()
+    ours, theirs = _by_prompt(run.suite_records(suite_name)), _by_prompt(baseline.suite_records(suite_name))
+    prompts = sorted(set(ours) & set(theirs))
+    if not prompts:
+        return None
+    better = higher_is_better(baseline, key)
+    rng = random.Random(seed)
+    drops = []
+    for _ in range(samples):
+        chosen = [rng.choice(prompts) for _ in prompts]
+        a = suite.aggregate([r for p in chosen for r in ours[p]]).get(metric)
+        b = suite.aggregate([r for p in chosen for r in theirs[p]]).get(metric)
+        if a is None or b is None or not (math.isfinite(a) and math.isfinite(b)):
+            return None
+        drops.append(drop(b, a, better))
+    drops.sort()
+    tail = (1 - level) / 2
+    return drops[int(tail * (samples - 1))], drops[int(math.ceil((1 - tail) * (samples - 1)))]
+
+
+def _by_prompt(records: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
+    grouped: dict[int, list[dict[str, Any]]] = {}
+    for record in records:
+        grouped.setdefault(int(record["prompt_index"]), []).append(record)
+    return grouped
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    key: str
+    amount: float
+    relative: bool
+
+    @classmethod
+    def parse(cls, text: str) -> Tolerance:
+        key, sep, value = text.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or "/" not in key or not value:
+            raise UsageError(f"--max-drop '{text}': expected <suite>/<metric>=<tolerance>, e.g. "
+                             "geneval-shapes/overall=0.02 or latency/end_to_end=10%")
+        relative = value.endswith("%")
+        try:
+            amount = float(value[:-1] if relative else value)
+        except ValueError:
+            raise UsageError(f"--max-drop '{text}': '{value}' is not a number (or a percentage)") from None
+        if amount < 0 or not math.isfinite(amount):
+            raise UsageError(f"--max-drop '{text}': the tolerance must be a finite number >= 0")
+        return cls(key, amount / 100 if relative else amount, relative)
+
+    def allowed(self, base: float) -> float:
+        return self.amount * abs(base) if self.relative else self.amount
+
+
+def check(run_path: Path, baseline_path: Path, tolerances: list[Tolerance],
+          significant_only: bool = False) -> dict[str, Any]:
+    """Each tolerance's verdict; `passed` is False when some metric dropped by more than allowed (and, with
+    `significant_only`, its bootstrap interval lies above zero)."""
+    if not tolerances:
+        raise UsageError("give at least one --max-drop <suite>/<metric>=<tolerance>")
+    run, baseline = load_run(run_path), load_run(baseline_path)
+    rows = []
+    for tolerance in tolerances:
+        base, value = baseline.value(tolerance.key), run.value(tolerance.key)
+        better = higher_is_better(baseline, tolerance.key)
+        lost = drop(base, value, better)
+        allowed = tolerance.allowed(base)
+        interval = bootstrap_drop(run, baseline, tolerance.key)
+        exceeded = lost > allowed
+        significant = interval is not None and interval[0] > 0
+        failed = exceeded and (significant or not significant_only or interval is None)
+        rows.append({"metric": tolerance.key, "higher_is_better": better, "baseline": base, "run": value,
+                     "drop": lost, "allowed": allowed, "tolerance": f"{tolerance.amount * 100:g}%" if
+                     tolerance.relative else f"{tolerance.amount:g}",
+                     "interval_95": list(interval) if interval else None, "significant": significant,
+                     "passed": not failed})
+    return {"run": str(run.path), "baseline": str(baseline.path), "significant_only": significant_only,
+            "passed": all(row["passed"] for row in rows), "checks": rows}
+
+
+def format_check(report: dict[str, Any]) -> str:
+    header = f"{'metric':<34} {'baseline':>10} {'run':>10} {'drop':>10} {'allowed':>10}  {'95% CI of drop':<22} verdict"
+    lines = [f"run      {report['run']}", f"baseline {report['baseline']}", "", header]
+    for row in report["checks"]:
+        low_high = row["interval_95"]
+        interval = "-" if low_high is None else f"[{low_high[0]:+.4g}, {low_high[1]:+.4g}]"
+        verdict = "ok" if row["passed"] else "FAIL"
+        lines.append(f"{row['metric']:<34} {row['baseline']:>10.4g} {row['run']:>10.4g} {row['drop']:>+10.4g} "
+                     f"{row['allowed']:>10.4g}  {interval:<22} {verdict}")
+    lines += ["", "passed" if report["passed"] else "FAILED: a metric dropped by more than its tolerance"]
+    return "\n".join(lines)

@@ -1,0 +1,80 @@
+"""`harness check`: drops follow each metric's direction, tolerances absolute or relative, paired bootstrap intervals
+over prompts, exit codes 0 / 1 / 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import invoke, read_results, run_args
+
+from harness.compare import Tolerance, bootstrap_drop, drop, load_run
+
+FAST = ["--set", "sampling.num_inference_steps=2", "--limit", "6"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("check")
+    dirs = {"cache": folder / "cache", "out": folder / "runs"}
+    paths = {}
+    for name, method in (("base", "none"), ("again", "none"), ("pruned", "depth-last")):
+        result = invoke(*run_args(dirs, "--model", "tiny-sd3", "--method", method, "--suite", "fidelity,latency",
+                                  "--set", "latency.repeats=2", "--set", "latency.warmup=0", *FAST))
+        assert result.returncode == 0, result.stderr
+        paths[name] = Path(result.stdout.strip().splitlines()[-1]).parent
+        assert read_results(result.stdout)["metrics"]["fidelity/ssim"] <= 1.0
+    return paths
+
+
+def test_direction_decides_what_a_drop_is():
+    assert drop(0.8, 0.7, higher_better=True) == pytest.approx(0.1)
+    assert drop(100.0, 120.0, higher_better=False) == pytest.approx(20.0)  # slower is worse
+    assert Tolerance.parse("latency/end_to_end=10%").allowed(200.0) == pytest.approx(20.0)
+    assert Tolerance.parse("fidelity/ssim=0.02").allowed(0.5) == pytest.approx(0.02)
+
+
+def test_a_pruned_run_fails_and_a_rerun_passes(runs):
+    failed = invoke("check", str(runs["pruned"]), "--baseline", str(runs["base"]), "--max-drop",
+                    "fidelity/ssim=0.01")
+    assert failed.returncode == 1, failed.stderr
+    assert "FAIL" in failed.stdout and "fidelity/ssim" in failed.stdout
+    passed = invoke("check", str(runs["again"]), "--baseline", str(runs["base"]), "--max-drop", "fidelity/ssim=0",
+                    "--json")
+    assert passed.returncode == 0, passed.stdout
+    report = json.loads(passed.stdout)
+    assert report["passed"] and report["checks"][0]["drop"] == 0  # identical images: cached, same numbers
+
+
+def test_latency_increase_is_a_drop(runs):
+    report = json.loads(invoke("check", str(runs["pruned"]), "--baseline", str(runs["base"]), "--max-drop",
+                               "latency/end_to_end=1000%", "--json").stdout)
+    row = report["checks"][0]
+    assert row["higher_is_better"] is False
+    assert row["drop"] == pytest.approx(row["run"] - row["baseline"])
+    assert row["interval_95"] is None  # repeats are not prompts: no bootstrap
+
+
+def test_bootstrap_interval_brackets_the_drop(runs):
+    run, base = load_run(runs["pruned"]), load_run(runs["base"])
+    low, high = bootstrap_drop(run, base, "fidelity/ssim", samples=300)
+    point = drop(base.value("fidelity/ssim"), run.value("fidelity/ssim"), True)
+    assert low <= point <= high and low > 0  # every image lost structure
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--max-drop", "fidelity/ssim"], "expected <suite>/<metric>=<tolerance>"),
+    (["--max-drop", "fidelity/ssim=abc"], "is not a number"),
+    (["--max-drop", "fidelity/sharpness=0.1"], "has no metric 'fidelity/sharpness'"),
+    ([], "give at least one --max-drop"),
+])
+def test_bad_input_exits_2(runs, args, message):
+    result = invoke("check", str(runs["again"]), "--baseline", str(runs["base"]), *args)
+    assert result.returncode == 2 and message in result.stderr
+
+
+def test_missing_run_exits_2(tmp_path, runs):
+    result = invoke("check", str(tmp_path / "nothing"), "--baseline", str(runs["base"]), "--max-drop",
+                    "fidelity/ssim=0.1")
+    assert result.returncode == 2 and "no results at" in result.stderr
