@@ -37,6 +37,14 @@ class HierarchicalPruneParams(RankedPruningParams):
     intensity_exponent: float = 1.0  # 0: the release's binary freeze
     preserve_early: bool = True  # PWP
     published_cut: bool = False  # use the release's cut for this model even when a ranking exists
+    # the aggressive regime: after the blocks, remove sub-components (never attention) of the middle third of the
+    # blocks, least important first by a component ranking, until this fraction of parameters is gone (0: off)
+    total_budget: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.total_budget and not self.budget < self.total_budget < 1:
+            raise ValueError(f"total_budget must lie between budget ({self.budget}) and 1 (got {self.total_budget})")
 
 
 class HierarchicalPrune(DepthImportance):
@@ -46,12 +54,14 @@ class HierarchicalPrune(DepthImportance):
     def __init__(self, params: Any = None, context: Any = None) -> None:
         super().__init__(params, context)
         self._sensitivity: dict[int, float] | None = None  # per original block index, once a ranking is read
+        self._ranking: Any = None
 
     def choose_blocks(self, model: Any) -> tuple[list[int], dict[str, Any]]:
         from compressors.pruning import find_ranking
 
         ranking = None if self.params.published_cut else find_ranking(
             model, self.params.ranking, self.params.ranking_base_score, self.context.cache_dir)
+        self._ranking = ranking
         if ranking is not None:
             self._sensitivity = ranking.block_sensitivity()
         if self.params.blocks:
@@ -77,6 +87,50 @@ class HierarchicalPrune(DepthImportance):
                                          model.transformer, self.params.budget)
         return chosen, {"selection": f"budget {self.params.budget}, ranking {ranking.metric} "
                         f"({ranking.granularity}), position_weight {self.params.position_weight}"}
+
+    def apply_structure(self, model: Any) -> dict[str, Any]:
+        cost = super().apply_structure(model)
+        if self.params.total_budget > cost["removed_fraction"]:
+            cost.update(self._remove_components(model, cost))
+        return cost
+
+    def _remove_components(self, model: Any, cost: dict[str, Any]) -> dict[str, Any]:
+        """The aggressive regime: sub-components of the middle third of the original blocks, never attention, least
+        important first, until `total_budget` of the original parameters is removed. Keys name the blocks of the
+        pruned transformer."""
+        from compressors.pruning import transformer_parameters
+        from harness.models.surgery import Ablation, remove_components
+        from harness.models.topology import block_topology
+
+        ranking = self._ranking
+        if ranking is None or ranking.granularity != "component":
+            raise UsageError("hierarchicalprune.total_budget (the aggressive regime) needs a component ranking: run "
+                             f"`harness analyze --model {model.spec.name} --granularity component` first")
+        removed = cost["removed_blocks"]
+        kept = block_topology(model.transformer)
+        total = len(kept) + len(removed)
+        new_index = {old: new for new, old in enumerate(i for i in range(total) if i not in set(removed))}
+        middle = range(total // 3, (2 * total) // 3)
+        target = self.params.total_budget * cost["parameters_before"]
+        taken: list[str] = []
+        for key in ranking.order:
+            ablation = Ablation.parse(key)
+            if cost["parameters_before"] - transformer_parameters(model.transformer) >= target:
+                break
+            if ablation.component == "attn" or ablation.block not in middle or ablation.block not in new_index:
+                continue
+            block = kept[new_index[ablation.block]]
+            if ablation.component not in block.components:
+                continue
+            target_ablation = Ablation(block.index, ablation.component)
+            remove_components(model.transformer, [target_ablation])
+            taken.append(target_ablation.key)
+        after = transformer_parameters(model.transformer)
+        if cost["parameters_before"] - after < target:
+            raise UsageError(f"total_budget {self.params.total_budget} cannot be met by removing sub-components of "
+                             f"the middle blocks (reached {1 - after / cost['parameters_before']:.1%})")
+        return {"removed_components": taken, "parameters_after": after,
+                "removed_fraction": round(1 - after / cost["parameters_before"], 6)}
 
     def trains_embedders(self) -> bool:
         return not self.params.preserve_early

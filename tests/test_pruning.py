@@ -172,3 +172,52 @@ def test_distillation_runs_on_flux_too(tmp_path):
     changed = [k for k in after if k in before and not torch.equal(after[k], before[k])]
     assert any(k.startswith("single_transformer_blocks.") for k in changed)  # every kept block trains
     assert model.pipeline.transformer.training is False
+
+
+def _component_ranking(path: Path, blocks: int, components: tuple[str, ...]) -> Path:
+    """A component ranking whose drops grow with the block's distance from the middle and put attn last."""
+    ablations = []
+    for block in range(blocks):
+        for rank, component in enumerate(components):
+            drop = abs(block - blocks / 2) / blocks + (1.0 if component == "attn" else 0.01 * rank)
+            ablations.append({"key": f"{block}.{component}", "score": 1.0 - drop, "drop": drop})
+    path.write_text(json.dumps({"format": RANKING_FORMAT, "version": RANKING_VERSION, "metric": "fidelity/ssim",
+                                "higher_is_better": True, "granularity": "component", "base_score": 1.0,
+                                "model": {}, "ablations": ablations}))
+    return path
+
+
+def test_aggressive_regime_removes_middle_subcomponents_and_round_trips(dirs, tmp_path):
+    from harness.models.topology import block_topology
+    from harness.reference.model import build_untrained_pipeline
+
+    # on the reference architecture: 12 blocks, the middle third is blocks 4-7
+    transformer = build_untrained_pipeline(0).transformer
+    model = SimpleNamespace(spec=PRESETS["reference"], transformer=transformer, source=str(tmp_path),
+                            fingerprint="x")
+    ranking = _component_ranking(tmp_path / "r.json", 12, ("w_norm1", "w_norm1_context", "attn", "ff", "ff_context"))
+    params = HierarchicalPruneParams(ranking=ranking, budget=0.2, total_budget=0.3, distill_steps=0)
+    cost = HierarchicalPrune(params, _context(tmp_path)).apply_structure(model)
+    assert cost["removed_fraction"] >= 0.3 and cost["removed_components"]
+    kept_original = [i for i in range(12) if i not in cost["removed_blocks"]]
+    for key in cost["removed_components"]:
+        block, component = key.split(".")
+        assert component != "attn" and 4 <= kept_original[int(block)] < 8
+    assert len(block_topology(transformer)) == 12 - len(cost["removed_blocks"])
+
+    # through the CLI on tiny-sd3 (4 blocks: the middle third is block 1), saved and loaded back
+    tiny_ranking = _component_ranking(tmp_path / "tiny.json", 4, ("w_norm1", "w_norm1_context", "attn", "ff",
+                                                                   "ff_context"))
+    settings = ["--set", f"hierarchicalprune.ranking={tiny_ranking}", "--set", "hierarchicalprune.blocks=2",
+                "--set", "hierarchicalprune.total_budget=0.3", "--set", "hierarchicalprune.distill_steps=0"]
+    fast = ["--set", "sampling.num_inference_steps=2", "--limit", "2", "--suite", "fidelity"]
+    direct = invoke(*run_args(dirs, "--model", "tiny-sd3", "--method", "hierarchicalprune", *settings, *fast))
+    assert direct.returncode == 0, direct.stderr
+    assert read_results(direct.stdout)["compression"]["steps"][0]["cost"]["removed_components"]
+    saved = tmp_path / "saved"
+    result = invoke("compress", "--model", "tiny-sd3", "--method", "hierarchicalprune", *settings, "--save",
+                    str(saved), "--cache-dir", str(dirs["cache"]), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    reloaded = invoke(*run_args(dirs, "--model", str(saved), *fast))
+    assert reloaded.returncode == 0, reloaded.stderr
+    assert read_results(reloaded.stdout)["metrics"] == read_results(direct.stdout)["metrics"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,8 +75,15 @@ def save_compressed(model: Any, folder: Path, recipe: list[dict[str, Any]], cost
     return folder
 
 
-def load_compressed_transformer(folder: Path, family: str, device: str, dtype: Any) -> Any:
-    """The transformer of a saved compressed pipeline, quantised layers restored, on `device`."""
+def removed_components(provenance: dict[str, Any]) -> list[str]:
+    """Sub-components a recipe removed for good (keys of the pruned transformer), from its steps' costs."""
+    return [key for step in provenance["costs"] for key in step.get("cost", {}).get("removed_components", [])]
+
+
+def load_compressed_transformer(folder: Path, family: str, device: str, dtype: Any,
+                                removed: Sequence[str] = ()) -> Any:
+    """The transformer of a saved compressed pipeline on `device`: removed sub-components replaced by their
+    stand-ins again, quantised layers restored from their statistics."""
     import torch
     from diffusers import FluxTransformer2DModel, SD3Transformer2DModel
     from safetensors.torch import load_file
@@ -87,6 +95,10 @@ def load_compressed_transformer(folder: Path, family: str, device: str, dtype: A
         state.update(load_file(file))
     with torch.device("meta"):
         transformer = model_class.from_config(model_class.load_config(subfolder))
+    if removed:
+        from harness.models.surgery import Ablation, remove_components
+
+        remove_components(transformer, [Ablation.parse(key) for key in removed])
     restored = []
     for name, linear in [(n, m) for n, m in transformer.named_modules() if type(m) is torch.nn.Linear]:
         layer = _restore_quantised(name, linear, state, device, dtype)

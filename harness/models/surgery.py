@@ -187,6 +187,14 @@ def skip(transformer: nn.Module, ablations: Sequence[Ablation] | Ablation) -> Sk
     return Skip(transformer, [ablations] if isinstance(ablations, Ablation) else ablations)
 
 
+def remove_components(transformer: nn.Module, ablations: Sequence[Ablation]) -> None:
+    """Replace sub-components by their stand-ins for good (HierarchicalPrune's aggressive regime): their parameters
+    leave the model. A saved model records the keys; `harness.models.saving` puts the stand-ins back on load."""
+    if any(a.component is None for a in ablations):
+        raise ValueError("remove_components takes sub-components; remove whole blocks with remove_blocks")
+    Skip(transformer, ablations)._originals.clear()  # nothing to restore: the originals are dropped
+
+
 def removable_blocks(transformer: nn.Module) -> list[BlockInfo]:
     """Blocks that `remove_blocks` may delete: all but SD3's final `context_pre_only` block, which ends the text
     stream (deleting it leaves a block whose weights no longer match a last block's shape, see FACTS section 4)."""
