@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--suite", default="fidelity", type=lambda t: _split(t, ","),
                      help="comma-separated suites (default: fidelity)")
     _add_generation_arguments(run)
+    run.add_argument("--emulate-device", metavar="PROFILE",
+                     help="with the memory suite on a GPU: cap the allocator at this card's memory (e.g. rtx4070); "
+                     "running out is recorded as 'does not fit' (same as --set memory.emulate_device=PROFILE)")
     run.add_argument("--output-dir", type=Path, default=Path("results/runs"),
                      help="where run folders are written (default: results/runs)")
     run.add_argument("--set", dest="settings", action="append", default=[], metavar="SCOPE.KEY=VALUE",
@@ -186,10 +189,15 @@ def _list(kind: str | None) -> None:
 def _run(args: argparse.Namespace) -> None:
     from harness.runner import RunOptions, default_cache_dir, run
 
+    settings = list(args.settings)
+    if args.emulate_device:
+        if "memory" not in args.suite and "device" not in args.suite and "full" not in args.suite:
+            raise UsageError("--emulate-device caps the GPU for the memory suite: add --suite memory (or device)")
+        settings.append(f"memory.emulate_device={args.emulate_device}")
     options = RunOptions(
         model=args.model, weights=args.weights, methods=args.method, suites=args.suite, limit=args.limit,
         seed=args.seed, seed_mode=args.seed_mode, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
-        output_dir=args.output_dir, cache_dir=args.cache_dir or default_cache_dir(), settings=args.settings,
+        output_dir=args.output_dir, cache_dir=args.cache_dir or default_cache_dir(), settings=settings,
         progress=not args.no_progress,
     )
     path = run(options)

@@ -38,6 +38,10 @@ def test_gpu_only_settings_say_so_on_cpu(dirs):
     result = invoke(*run_args(dirs, "--model", "tiny-sd3", "--suite", "memory", "--set",
                               "memory.emulate_device=rtx4070"))
     assert result.returncode == 2 and "needs a CUDA device" in result.stderr
+    result = invoke(*run_args(dirs, "--model", "tiny-sd3", "--suite", "memory", "--emulate-device", "rtx4070"))
+    assert result.returncode == 2 and "needs a CUDA device" in result.stderr
+    result = invoke(*run_args(dirs, "--model", "tiny-sd3", "--suite", "fidelity", "--emulate-device", "rtx4070"))
+    assert result.returncode == 2 and "add --suite memory" in result.stderr
     result = invoke(*run_args(dirs, "--model", "tiny-sd3", "--suite", "memory", "--set",
                               "memory.emulate_device=rtx9999"))
     assert result.returncode == 2 and "rtx4070" in result.stderr  # lists the profiles
