@@ -48,13 +48,19 @@ def test_weights_log_and_card_are_committed():
 
 
 @pytest.mark.slow
-def test_geneval_shapes_sees_the_last_third_removed(dirs):
-    """Blocks 7-10 of 12 (the last third but the final block), no recovery: overall drops by at least 0.15."""
+def test_geneval_shapes_sees_the_last_third_removed_and_check_gates_it(dirs):
+    """depth-last at budget 0.30 removes blocks 7-10 of 12 (the last third but the final block): without recovery
+    overall drops by at least 0.15, `harness check` fails it against the base run and passes a rerun of the base."""
     common = ["--model", "reference", "--suite", "geneval-shapes", "--limit", "120", "--batch-size", "16"]
     base = invoke(*run_args(dirs, *common))
     assert base.returncode == 0, base.stderr
-    pruned = invoke(*run_args(dirs, *common, "--method", "depth-last", "--set", "depth-last.blocks=7,8,9,10"))
+    pruned = invoke(*run_args(dirs, *common, "--method", "depth-last", "--set", "depth-last.budget=0.3"))
     assert pruned.returncode == 0, pruned.stderr
+    assert read_results(pruned.stdout)["compression"]["steps"][0]["cost"]["removed_blocks"] == [7, 8, 9, 10]
     drop = (read_results(base.stdout)["metrics"]["geneval-shapes/overall"]
             - read_results(pruned.stdout)["metrics"]["geneval-shapes/overall"])
     assert drop >= 0.15, drop
+    rerun = invoke(*run_args(dirs, *common))
+    gate = ["--baseline", base.stdout.strip().splitlines()[-1], "--max-drop", "geneval-shapes/overall=0.05"]
+    assert invoke("check", pruned.stdout.strip().splitlines()[-1], *gate).returncode == 1
+    assert invoke("check", rerun.stdout.strip().splitlines()[-1], *gate).returncode == 0
