@@ -114,6 +114,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="fail only when the drop is also significant (95%% paired bootstrap over prompts)")
     check.add_argument("--json", action="store_true", help="print the verdicts as JSON")
 
+    leaderboard = commands.add_parser(
+        "leaderboard", help="tables, plots and image grids comparing every run under a results folder",
+        description="Collect every results.json under RESULTS_DIR (newest run per model, method and suites), "
+        "compare each model's runs with its base run (method none) and write LEADERBOARD.md, leaderboard.csv and "
+        "a self-contained leaderboard.html (sortable table, quality-vs-memory and quality-vs-latency plots with "
+        "the Pareto front, per-prompt image grids).",
+    )
+    leaderboard.add_argument("results_dir", nargs="?", type=Path, default=Path("results"),
+                             help="folder searched for runs (default: results)")
+    leaderboard.add_argument("--out", type=Path, help="where to write the three files (default: RESULTS_DIR)")
+
     analyze = commands.add_parser(
         "analyze", help="contribution analysis: score the model with each block or sub-component removed",
         description="Remove each transformer block (or each sub-component of each block) in turn, in place and "
@@ -253,6 +264,13 @@ def _check(args: argparse.Namespace) -> int:
     return 0 if report["passed"] else 1
 
 
+def _leaderboard(args: argparse.Namespace) -> None:
+    from harness.leaderboard import write
+
+    for path in write(args.results_dir, args.out).values():
+        print(path)
+
+
 def _analyze(args: argparse.Namespace) -> None:
     from harness.analysis import AnalyzeOptions, analyze, load_ranking
     from harness.runner import default_cache_dir
@@ -294,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
             _run(args)
         elif args.command == "compress":
             _compress(args)
+        elif args.command == "leaderboard":
+            _leaderboard(args)
         elif args.command == "check":
             return _check(args)
         elif args.command == "estimate":

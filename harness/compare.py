@@ -62,10 +62,10 @@ def drop(base: float, value: float, higher_better: bool) -> float:
     return base - value if higher_better else value - base
 
 
-def bootstrap_drop(run: Run, baseline: Run, key: str, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0,
-                   level: float = 0.95) -> tuple[float, float] | None:
-    """The `level` interval of the drop of `key` from a paired bootstrap over the prompts both runs scored, or None
-    when the suite has no per-image records (measurement suites) or the runs share no prompts."""
+def bootstrap_change(run: Run, baseline: Run, key: str, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0,
+                     level: float = 0.95) -> tuple[float, float] | None:
+    """The `level` interval of (run - baseline) for `key` from a paired bootstrap over the prompts both runs
+    scored, or None when the suite has no per-image records (measurement suites) or the runs share no prompts."""
     from harness.registry import SUITES
 
     suite_name, _, metric = key.partition("/")
@@ -76,19 +76,28 @@ def bootstrap_drop(run: Run, baseline: Run, key: str, samples: int = BOOTSTRAP_S
     prompts = sorted(set(ours) & set(theirs))
     if not prompts:
         return None
-    better = higher_is_better(baseline, key)
     rng = random.Random(seed)
-    drops = []
+    changes = []
     for _ in range(samples):
         chosen = [rng.choice(prompts) for _ in prompts]
         a = suite.aggregate([r for p in chosen for r in ours[p]]).get(metric)
         b = suite.aggregate([r for p in chosen for r in theirs[p]]).get(metric)
         if a is None or b is None or not (math.isfinite(a) and math.isfinite(b)):
             return None
-        drops.append(drop(b, a, better))
-    drops.sort()
+        changes.append(a - b)
+    changes.sort()
     tail = (1 - level) / 2
-    return drops[int(tail * (samples - 1))], drops[int(math.ceil((1 - tail) * (samples - 1)))]
+    return changes[int(tail * (samples - 1))], changes[int(math.ceil((1 - tail) * (samples - 1)))]
+
+
+def bootstrap_drop(run: Run, baseline: Run, key: str, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0,
+                   level: float = 0.95) -> tuple[float, float] | None:
+    """The interval of the drop (positive = worse, the metric's direction applied), from `bootstrap_change`."""
+    interval = bootstrap_change(run, baseline, key, samples, seed, level)
+    if interval is None:
+        return None
+    low, high = interval
+    return (-high, -low) if higher_is_better(baseline, key) else (low, high)
 
 
 def _by_prompt(records: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:

@@ -108,6 +108,32 @@ def expand_suites(names: list[str], quality_suites: tuple[str, ...]) -> list[str
     return expanded
 
 
+THUMBNAIL_PROMPTS = 6  # per suite, the first prompts' images kept small in the run folder (leaderboard grids)
+THUMBNAIL_SIZE = 128
+
+
+def thumbnail_name(suite: str, prompt_index: int, sample_index: int) -> str:
+    return f"thumb-{suite}-{prompt_index}-{sample_index}.png"
+
+
+def thumbnails(suite: str, samples: list[Any]) -> dict[str, bytes]:
+    """Small PNGs of the first prompts' first images, so a run folder carries what the leaderboard shows."""
+    import io
+
+    from PIL import Image
+
+    prompts = sorted({s.request.prompt_index for s in samples})[:THUMBNAIL_PROMPTS]
+    files = {}
+    for sample in samples:
+        if sample.request.prompt_index in prompts and sample.request.sample_index == 0:
+            image = Image.fromarray(sample.image)
+            image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+            files[thumbnail_name(suite, sample.request.prompt_index, 0)] = buffer.getvalue()
+    return files
+
+
 def apply_chain(model: Any, compressors: list[Any], cache_dir: Path, progress: bool, is_main: bool) -> list[Any]:
     """Apply the compressors in order and return one record per step (name, params, wall time, cost).
 
@@ -148,6 +174,7 @@ def run(options: RunOptions) -> Path | None:
     """Run the benchmark; returns the path of results.json on the main process, None on the others."""
     started = time.perf_counter()
     from harness.environment import device_info, git_commit, package_versions
+    from harness.models.footprint import weight_bytes
     from harness.models.loading import resolve_model
     from harness.results import SCHEMA_VERSION, check_writable, new_run_id, remove_stale_staging, write_run
     from suites.base import MeasurementSuite
@@ -238,6 +265,7 @@ def run(options: RunOptions) -> Path | None:
             "artifacts": [f"{suite.name}-{name}" for name in result.artifacts],
         }
         artifacts.update({f"{suite.name}-{name}": content for name, content in result.artifacts.items()})
+        artifacts.update(thumbnails(suite.name, samples))
         image_records = [] if isinstance(suite, MeasurementSuite) else result.records
         for index, (sample, scores) in enumerate(zip(samples, image_records, strict=True)):
             record = {"suite": suite.name, "prompt": sample.request.prompt,
@@ -254,7 +282,11 @@ def run(options: RunOptions) -> Path | None:
         "created": datetime.now(timezone.utc).isoformat(),
         "command": sys.argv,
         "model": {"name": spec.name, "family": spec.family, "source": model.source,
-                  "fingerprint": model.fingerprint, "dtype": base_setup.dtype},
+                  "fingerprint": model.fingerprint, "dtype": base_setup.dtype,
+                  "base": model.base,  # a saved compressed model's base model, else None
+                  # the transformer as it ran (after the chain): what the leaderboard sizes methods by
+                  "transformer_parameters": sum(p.numel() for p in model.transformer.parameters()),
+                  "transformer_weight_bytes": weight_bytes(model.transformer)},
         "method": {"name": method, "chain": [{"name": c.name, "params": c.resolved_params()} for c in compressors]},
         "suites": suite_records,
         "metrics": metrics,

@@ -1,0 +1,107 @@
+"""`harness leaderboard`: tables against the base run with bootstrap intervals, CSV, and a self-contained HTML page
+whose sorting, plots and image grids work in a real browser (headless Chromium)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import invoke, run_args
+
+from harness.leaderboard import build, collect, pareto_front
+
+FAST = ["--set", "sampling.num_inference_steps=2", "--limit", "4", "--set", "latency.repeats=2",
+        "--set", "latency.warmup=0", "--set", "latency.forward_repeats=2"]
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("board")
+    dirs = {"cache": folder / "cache", "out": folder / "results" / "runs"}
+    for method in ("none", "depth-last", "nf4"):
+        result = invoke(*run_args(dirs, "--model", "tiny-sd3", "--method", method, "--suite",
+                                  "fidelity,latency,memory", *FAST))
+        assert result.returncode == 0, result.stderr
+    return folder / "results"
+
+
+def test_tables_compare_with_the_base_run(results):
+    board = build(collect(results))
+    entry = board["tiny-sd3"]
+    rows = {row["method"]: row for row in entry["rows"]}
+    assert set(rows) == {"none", "depth-last", "nf4"} and entry["rows"][0]["is_base"]
+    assert rows["none"]["parameters_pct_of_base"] == pytest.approx(100.0)
+    assert rows["depth-last"]["parameters_pct_of_base"] < 80  # 2 of 4 blocks gone at the default budget
+    assert rows["nf4"]["transformer_weight_gib"] < rows["none"]["transformer_weight_gib"]
+    ssim = rows["depth-last"]["metrics"]["fidelity/ssim"]
+    assert ssim["change"] < 0 and ssim["ci95"][0] <= ssim["change"] <= ssim["ci95"][1]
+    assert rows["none"]["latency_ms"] > 0 and rows["none"]["peak_memory_basis"] == "host RSS peak"
+
+    result = invoke("leaderboard", str(results))
+    assert result.returncode == 0, result.stderr
+    markdown = (results / "LEADERBOARD.md").read_text()
+    assert "## tiny-sd3" in markdown and markdown.count("\n| ") >= 4 and "CI [" in markdown
+    with (results / "leaderboard.csv").open() as handle:
+        table = list(csv.DictReader(handle))
+    assert [r["method"] for r in table] == [row["method"] for row in entry["rows"]]
+    page = (results / "leaderboard.html").read_text()
+    assert page.count("<svg class=\"plot\"") == 2 and "class=\"pareto\"" in page
+    assert page.count("<img class=\"thumb\"") >= 3 and "http" not in page.split("<body>")[1].replace(
+        "http://www.w3.org/2000/svg", "")  # self-contained
+
+
+def test_pareto_front():
+    points = [(1.0, 0.5, "a"), (2.0, 0.7, "b"), (2.5, 0.6, "c"), (3.0, 0.9, "d"), (1.5, 0.4, "e")]
+    assert [p[2] for p in pareto_front(points)] == ["a", "b", "d"]
+
+
+def _browser():
+    """A headless Chromium driven through Selenium, or a skip (a failure under CI, which installs both)."""
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        webdriver = None
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if webdriver is None or chromium is None or driver is None:
+        message = "headless Chromium needs selenium, Debian's chromium and chromium-driver"
+        if os.environ.get("CI"):
+            pytest.fail(message + " (.ci/run installs them)")
+        pytest.skip(message)
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1800"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(driver), options=options)
+
+
+def test_the_page_sorts_plots_and_shows_images_in_a_browser(results, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    invoke("leaderboard", str(results))
+    browser = _browser()
+    try:
+        browser.get((results / "leaderboard.html").resolve().as_uri())
+        table = browser.find_element(By.CSS_SELECTOR, "table.board")
+        headers = table.find_elements(By.TAG_NAME, "th")
+        column = next(i for i, h in enumerate(headers) if h.text.startswith("latency"))
+        headers[column].click()
+        values = [float(row.find_elements(By.TAG_NAME, "td")[column].get_attribute("data-value"))
+                  for row in table.find_elements(By.CSS_SELECTOR, "tbody tr")]
+        assert values == sorted(values) and headers[column].get_attribute("data-order") == "asc"
+        headers[column].click()
+        values = [float(row.find_elements(By.TAG_NAME, "td")[column].get_attribute("data-value"))
+                  for row in table.find_elements(By.CSS_SELECTOR, "tbody tr")]
+        assert values == sorted(values, reverse=True)
+        plots = browser.find_elements(By.CSS_SELECTOR, "svg.plot")
+        assert len(plots) == 2 and all(p.find_elements(By.CSS_SELECTOR, "circle") for p in plots)
+        images = browser.find_elements(By.CSS_SELECTOR, "img.thumb")
+        assert images and all(browser.execute_script("return arguments[0].naturalWidth", i) > 0 for i in images)
+        screenshot = tmp_path / "leaderboard.png"
+        assert browser.save_screenshot(str(screenshot)) and screenshot.stat().st_size > 10_000
+    finally:
+        browser.quit()
