@@ -127,10 +127,15 @@ def _download(repo_id: str, revision: str | None) -> Path:
         ) from None
 
 
+# Files that describe a model folder without being part of the model: they never change its fingerprint (the
+# reference model's ranking lives beside its weights and names their fingerprint).
+NOT_WEIGHTS = frozenset({"README.md", "train_log.jsonl", "contribution_ranking.json", "contribution_heatmap.png"})
+
+
 def _hash_folder(folder: Path) -> str:
-    """sha256 over every file's relative path and content: any changed byte changes the fingerprint."""
+    """sha256 over every model file's relative path and content: any changed byte changes the fingerprint."""
     digest = hashlib.sha256()
-    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+    for file in sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in NOT_WEIGHTS):
         digest.update(str(file.relative_to(folder)).encode())
         with file.open("rb") as handle:
             for chunk in iter(lambda: handle.read(1 << 24), b""):
