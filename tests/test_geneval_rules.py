@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from conftest import shared_data
 
 from suites.geneval_rules import (
     COUNTING_SCORE_THRESHOLD,
@@ -23,7 +23,7 @@ from suites.geneval_rules import (
     summarize,
 )
 
-METADATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "geneval" / "evaluation_metadata.jsonl"
+METADATA = "geneval/evaluation_metadata.jsonl"
 IMAGE = np.zeros((512, 512, 3), np.uint8)
 
 
@@ -444,9 +444,8 @@ def perfect_detections(raw: dict[str, Any]) -> tuple[list[list[Detection]], dict
     return groups, colors
 
 
-@pytest.mark.skipif(not METADATA.is_file(), reason="the official GenEval metadata is not in ../shared/data")
 def test_official_metadata_validates_and_perfect_images_pass():
-    lines = METADATA.read_text().splitlines()
+    lines = shared_data(METADATA).read_text().splitlines()
     assert len(lines) == 553
     for number, line in enumerate(lines, 1):
         raw = json.loads(line)

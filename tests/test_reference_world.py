@@ -10,15 +10,14 @@ import sys
 from collections import Counter
 
 import numpy as np
-import pytest
-from conftest import REPO, SHARED
+from conftest import REPO, shared_data
 
 from harness.reference import world
 from harness.reference.judge import classify_colors, detect
 from harness.reference.render import render
 from suites import geneval_rules as rules
 
-OFFICIAL = SHARED / "data" / "geneval" / "evaluation_metadata.jsonl"
+OFFICIAL = "geneval/evaluation_metadata.jsonl"
 A = r"an? "
 GRAMMAR = {  # GenEval's prompt templates, checked against the official file below
     "single_object": rf"a photo of {A}(?P<c0>.+)",
@@ -69,9 +68,8 @@ def test_palette_and_classes_are_geneval_names() -> None:
     assert set(world.PLURALS) == set(world.SHAPES)
 
 
-@pytest.mark.skipif(not OFFICIAL.exists(), reason="GenEval's metadata file is not in ../shared")
 def test_metadata_format_and_grammar_match_the_official_file() -> None:
-    official = [json.loads(line) for line in OFFICIAL.read_text().splitlines()]
+    official = [json.loads(line) for line in shared_data(OFFICIAL).read_text().splitlines()]
     for meta in official:
         check_grammar(meta, None)  # the templates are GenEval's
     signatures = {(m["tag"], signature(m)) for m in official}
