@@ -57,7 +57,10 @@ def invoke(*args: str) -> subprocess.CompletedProcess:
 
 
 def run_args(dirs: dict[str, Path], *extra: str) -> list[str]:
-    return ["run", "--output-dir", str(dirs["out"]), "--cache-dir", str(dirs["cache"]), "--no-progress", *extra]
+    """`harness run` into the test's folders; on the fast tiny-sd3 unless `extra` names a model."""
+    model = [] if "--model" in extra else ["--model", "tiny-sd3"]
+    return ["run", "--output-dir", str(dirs["out"]), "--cache-dir", str(dirs["cache"]), "--no-progress", *model,
+            *extra]
 
 
 def read_results(stdout: str) -> dict:
