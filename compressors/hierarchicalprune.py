@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from compressors.pruning import DepthImportance, RankedPruningParams, importance_order
+from compressors.pruning import DepthImportance, RankedPruningParams
 from harness.errors import UsageError
 
 # The release's hand-picked cuts (FACTS section 1): model preset -> blocks removed.
@@ -67,7 +67,7 @@ class HierarchicalPrune(DepthImportance):
         if self.params.blocks:
             return super().choose_blocks(model)  # the explicit list; the ranking still sets the intensities
         if ranking is not None:
-            return self._with_ranking(model, ranking)
+            return self.choose_with_ranking(model, ranking, self.params.position_weight)
         cut = PUBLISHED_CUTS.get(model.spec.name)
         default_budget = HierarchicalPruneParams().budget
         if cut is not None and (self.params.published_cut or self.params.budget == default_budget):
@@ -77,16 +77,6 @@ class HierarchicalPrune(DepthImportance):
             + (f" (the published cut applies only at budget {default_budget})" if cut is not None else "")
             + f": run `harness analyze --model {model.spec.name}` first, or pass "
             "--set hierarchicalprune.ranking=<file> or an explicit --set hierarchicalprune.blocks=...")
-
-    def _with_ranking(self, model: Any, ranking: Any) -> tuple[list[int], dict[str, Any]]:
-        from compressors.pruning import smallest_meeting_budget
-        from harness.models.surgery import removable_blocks
-
-        order = importance_order(ranking, model.transformer, self.params.position_weight)
-        chosen = smallest_meeting_budget(lambda n: order[:n], len(removable_blocks(model.transformer)),
-                                         model.transformer, self.params.budget)
-        return chosen, {"selection": f"budget {self.params.budget}, ranking {ranking.metric} "
-                        f"({ranking.granularity}), position_weight {self.params.position_weight}"}
 
     def apply_structure(self, model: Any) -> dict[str, Any]:
         cost = super().apply_structure(model)

@@ -197,7 +197,6 @@ class DepthImportance(BlockPruning):
 
     name = "depth-importance"
     Params = RankedPruningParams
-    position_weight = 0.0
 
     def ranking(self, model: Any) -> Any:
         ranking = find_ranking(model, self.params.ranking, self.params.ranking_base_score, self.context.cache_dir)
@@ -207,5 +206,14 @@ class DepthImportance(BlockPruning):
                 f"`harness analyze --model {model.spec.name}` first (or pass --set {self.name}.ranking=<file>)")
         return ranking
 
-    def removal_order(self, model: Any) -> list[int]:
-        return importance_order(self.ranking(model), model.transformer, self.position_weight)
+    def choose_blocks(self, model: Any) -> tuple[list[int], dict[str, Any]]:
+        if self.params.blocks:
+            return super().choose_blocks(model)
+        return self.choose_with_ranking(model, self.ranking(model), position_weight=0.0)
+
+    def choose_with_ranking(self, model: Any, ranking: Any, position_weight: float) -> tuple[list[int], dict]:
+        """The least important blocks meeting the budget; the record names the ranking and its ablation count."""
+        order = importance_order(ranking, model.transformer, position_weight)
+        chosen = smallest_meeting_budget(lambda n: order[:n], len(order), model.transformer, self.params.budget)
+        return chosen, {"selection": f"budget {self.params.budget}, ranking {ranking.metric} ({ranking.granularity}),"
+                        f" position_weight {position_weight}", "ablations": len(ranking.scores)}
