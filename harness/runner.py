@@ -192,6 +192,9 @@ def run(options: RunOptions) -> Path | None:
     requests = {suite.name: suite.requests(options.limit) for suite in suites}  # reads prompt files: fail early
 
     override_params(requested_spec.sampling, settings["sampling"], "sampling")  # fail before loading
+    if _distributed_state(options.device).is_main_process:
+        for suite in suites:
+            suite.prepare()  # scoring models present offline? (fails before any generation)
     check_writable(options.output_dir)
     state, model, device = open_model(options.model, options.weights, options.device, options.dtype)
     if state.is_main_process:

@@ -13,6 +13,8 @@ SUITES.register(
     "suites.geneval_shapes:GenevalShapesSuite",
     "GenEval's rules and scores on the synthetic shapes world (553 prompts), judged exactly instead of by a detector.",
 )
+SUITES.register("geneval", "suites.geneval:GenevalSuite",
+                "GenEval: 553 prompts x 4 images; official evaluator or transformers Mask2Former + open_clip colours.")
 SUITES.register("latency", "suites.latency:LatencySuite",
                 "Median time per image, per denoising step and per transformer forward, with spread; first call apart.")
 SUITES.register("memory", "suites.memory:MemorySuite",

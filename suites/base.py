@@ -58,6 +58,10 @@ class Suite:
         """The images to generate; `limit` caps the number of prompts."""
         raise NotImplementedError
 
+    def prepare(self) -> None:
+        """Load or check what scoring needs (models, files) before any image is generated, so that a missing
+        weight ends the run at once with a UsageError naming what to download. Called on the main process."""
+
     def score(self, samples: list[Sample], references: list[Sample] | None) -> SuiteResult:
         raise NotImplementedError
 
