@@ -15,6 +15,8 @@ SUITES.register(
 )
 SUITES.register("geneval", "suites.geneval:GenevalSuite",
                 "GenEval: 553 prompts x 4 images; official evaluator or transformers Mask2Former + open_clip colours.")
+SUITES.register("hpsv2", "suites.hpsv2:HPSv2Suite",
+                "HPSv2 (v2.1 default, v2.0 selectable) x100 on 4 styles x 800 HPDv2 prompts; OpenCLIP ViT-H-14.")
 SUITES.register("latency", "suites.latency:LatencySuite",
                 "Median time per image, per denoising step and per transformer forward, with spread; first call apart.")
 SUITES.register("memory", "suites.memory:MemorySuite",

@@ -1,0 +1,169 @@
+"""`hpsv2`: Human Preference Score v2 (Wu et al., 2023) on the HPDv2 benchmark prompts.
+
+The scorer is OpenCLIP ViT-H-14 with the HPS checkpoint (v2.1 by default, v2.0 selectable; their scores are not
+comparable, so the version is recorded), loaded once and run in batches, on the GPU when there is one. An image's
+score is the cosine of its normalised image embedding and its prompt's text embedding, x100 as the benchmark reports
+it (about 25-32). Prompts: 4 styles x 800 (anime, concept-art, paintings, photo), one image each; `--limit N` keeps
+the first N prompts of each style. The figures are the per-style means and their average (`overall`).
+
+Weights and prompts come from the Hub (`xswu/HPSv2`, the `zhwang/HPDv2` data set) or from local paths
+(`checkpoint`, `prompts`); the checkpoint is read with `torch.load(weights_only=True)`, which refuses anything but
+tensors and plain containers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from harness.errors import UsageError
+from harness.generation import ImageRequest
+from harness.metrics import Metric, MetricValue, summarize
+from suites.base import Sample, Suite, SuiteResult
+
+STYLES = ("anime", "concept-art", "paintings", "photo")
+CHECKPOINT_REPO = "xswu/HPSv2"
+CHECKPOINTS = {"v2.0": "HPS_v2_compressed.pt", "v2.1": "HPS_v2.1_compressed.pt"}
+PROMPTS_REPO = "zhwang/HPDv2"  # data set; benchmark/<style>.json holds each style's 800 prompts
+PROMPTS_PER_STYLE = 800
+
+
+class HPSv2Suite(Suite):
+    name = "hpsv2"
+    description = "HPSv2 (v2.1 default): human-preference score x100 on 4 styles x 800 HPDv2 prompts."
+    metrics = (
+        Metric("overall", "score x100", True, "mean of the four styles' mean HPS"),
+        *(Metric(style, "score x100", True, f"mean HPS of the {style} prompts' images") for style in STYLES),
+    )
+
+    @dataclass(frozen=True)
+    class Params:
+        version: Literal["v2.1", "v2.0"] = "v2.1"
+        checkpoint: Path | None = None  # a local HPS checkpoint (.pt); default: downloaded from xswu/HPSv2
+        prompts: Path | None = None  # a folder with <style>.json prompt lists; default: the HPDv2 data set
+        clip_model: str = "ViT-H-14"
+        batch_size: int = 16
+
+    def __init__(self, params: Any = None) -> None:
+        super().__init__(params)
+        self._prompts: dict[str, list[str]] | None = None
+        self._scorer: HPSScorer | None = None
+
+    def prompts(self) -> dict[str, list[str]]:
+        """Each style's prompt list, in order."""
+        if self._prompts is None:
+            self._prompts = {style: _read_prompts(self._prompt_file(style), style) for style in STYLES}
+        return self._prompts
+
+    def _prompt_file(self, style: str) -> Path:
+        if self.params.prompts is not None:
+            path = Path(self.params.prompts) / f"{style}.json"
+            if not path.is_file():
+                raise UsageError(f"hpsv2.prompts '{self.params.prompts}' has no {style}.json (it needs "
+                                 f"{', '.join(s + '.json' for s in STYLES)})")
+            return path
+        return _hub_file(PROMPTS_REPO, f"benchmark/{style}.json", "dataset", "the HPDv2 benchmark prompts",
+                         "hpsv2.prompts=<folder with the four <style>.json files>")
+
+    def requests(self, limit: int | None) -> list[ImageRequest]:
+        requests = []
+        for position, prompts in enumerate(self.prompts().values()):
+            for index, prompt in enumerate(prompts[:limit]):
+                requests.append(ImageRequest(prompt, position * PROMPTS_PER_STYLE + index, 0))
+        return requests
+
+    def prepare(self) -> None:
+        if self._scorer is None:
+            checkpoint = self.params.checkpoint or _hub_file(
+                CHECKPOINT_REPO, CHECKPOINTS[self.params.version], "model", f"the HPS {self.params.version} checkpoint",
+                "hpsv2.checkpoint=<file>")
+            self._scorer = HPSScorer(self.params.clip_model, Path(checkpoint))
+
+    def score(self, samples: list[Sample], references: list[Sample] | None) -> SuiteResult:
+        self.prepare()
+        assert self._scorer is not None
+        scores: list[float] = []
+        for start in range(0, len(samples), self.params.batch_size):
+            batch = samples[start:start + self.params.batch_size]
+            scores += self._scorer([np.asarray(s.image)[..., :3] for s in batch], [s.request.prompt for s in batch])
+        records = [{"style": STYLES[s.request.prompt_index // PROMPTS_PER_STYLE], "hps": value}
+                   for s, value in zip(samples, scores, strict=True)]
+        metrics: dict[str, MetricValue] = {}
+        for style in STYLES:
+            values = [r["hps"] for r in records if r["style"] == style]
+            if values:
+                metrics[style] = summarize(values)
+        if metrics:
+            means = [m.value for m in metrics.values()]
+            errors = [m.stderr for m in metrics.values() if m.stderr is not None]
+            stderr = math.sqrt(sum(e * e for e in errors)) / len(means) if len(errors) == len(means) else None
+            metrics["overall"] = MetricValue(sum(means) / len(means), len(records), stderr)
+        source = self.params.checkpoint or f"{CHECKPOINT_REPO}/{CHECKPOINTS[self.params.version]}"
+        notes = [f"HPS {self.params.version} ({source}), {self.params.clip_model}; scores x100"]
+        return SuiteResult(metrics, records, notes)
+
+    def aggregate(self, records: list[dict[str, Any]]) -> dict[str, float]:
+        means = {}
+        for style in STYLES:
+            values = [r["hps"] for r in records if r["style"] == style]
+            if values:
+                means[style] = math.fsum(values) / len(values)
+        return {**means, "overall": math.fsum(means.values()) / len(means)} if means else {}
+
+
+def _read_prompts(path: Path, style: str) -> list[str]:
+    try:
+        prompts = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UsageError(f"HPDv2 prompts '{path}' cannot be read ({exc})") from None
+    if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
+        raise UsageError(f"HPDv2 prompts '{path}' must be a JSON list of {style} prompt strings")
+    return prompts
+
+
+def _hub_file(repo: str, filename: str, repo_type: str, what: str, setting: str) -> Path:
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(repo, filename, repo_type=repo_type))
+    except Exception as exc:  # the hub client raises many types for "cannot get this file"
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UsageError(f"{what} ({repo}: {filename}) cannot be had ({first}). Download it where the Hub is "
+                         f"reachable (`hf download {repo} {filename}"
+                         f"{' --repo-type dataset' if repo_type == 'dataset' else ''}`) and copy the Hugging Face "
+                         f"cache here, or pass --set {setting}") from None
+
+
+class HPSScorer:
+    """OpenCLIP with an HPS checkpoint: images and prompts -> HPS x100, batched, on the GPU when available."""
+
+    def __init__(self, model_name: str, checkpoint: Path) -> None:
+        import open_clip
+        import torch
+
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model, _, self.preprocess = open_clip.create_model_and_transforms(model_name, pretrained=None,
+                                                                               device=self.device)
+        try:
+            state = torch.load(checkpoint, map_location=self.device, weights_only=True)
+        except (OSError, RuntimeError) as exc:
+            raise UsageError(f"HPS checkpoint '{checkpoint}' cannot be read ({exc})") from None
+        self.model.load_state_dict(state.get("state_dict", state))
+        self.model.eval()
+        self.tokenizer = open_clip.get_tokenizer(model_name)
+
+    def __call__(self, images: list[np.ndarray], prompts: list[str]) -> list[float]:
+        import torch
+        from PIL import Image
+
+        pixels = torch.stack([self.preprocess(Image.fromarray(image)) for image in images]).to(self.device)
+        tokens = self.tokenizer(prompts).to(self.device)
+        with torch.inference_mode():
+            image_features = self.model.encode_image(pixels, normalize=True).float()
+            text_features = self.model.encode_text(tokens, normalize=True).float()
+        return [100.0 * float(v) for v in (image_features * text_features).sum(-1).tolist()]
