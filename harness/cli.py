@@ -125,6 +125,23 @@ def build_parser() -> argparse.ArgumentParser:
                              help="folder searched for runs (default: results)")
     leaderboard.add_argument("--out", type=Path, help="where to write the three files (default: RESULTS_DIR)")
 
+    recipe = commands.add_parser(
+        "recipe", help="run a named comparison (several methods, several suites) and build its leaderboard",
+        description="Run every entry of a recipe through `harness run` (cached and resumable: rerun the same command "
+        "after an interruption) and write the leaderboard of --output-dir. Recipes: sd3.5-large-turbo-paper (the "
+        "HierarchicalPrune table on your GPU), reference-table (every method on the reference model).",
+    )
+    recipe.add_argument("name", help="the recipe")
+    recipe.add_argument("--dry-run", action="store_true",
+                        help="print the plan: commands, images per suite, GPU weights per run (no weights needed)")
+    recipe.add_argument("--limit", type=_positive_int, help="use only the first N prompts of each suite")
+    recipe.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    recipe.add_argument("--output-dir", type=Path, help="default: results/recipes/<name>")
+    recipe.add_argument("--cache-dir", type=Path, default=None, help="image and model cache")
+    recipe.add_argument("--set", dest="settings", action="append", default=[], metavar="SCOPE.KEY=VALUE",
+                        help="added to every run, e.g. --set geneval.backend=official (repeatable)")
+    recipe.add_argument("--no-progress", action="store_true", help="no progress bars")
+
     analyze = commands.add_parser(
         "analyze", help="contribution analysis: score the model with each block or sub-component removed",
         description="Remove each transformer block (or each sub-component of each block) in turn, in place and "
@@ -271,6 +288,20 @@ def _leaderboard(args: argparse.Namespace) -> None:
         print(path)
 
 
+def _recipe(args: argparse.Namespace) -> None:
+    from harness import recipes
+    from harness.runner import default_cache_dir
+
+    recipe = recipes.get(args.name)
+    if args.dry_run:
+        print(recipes.format_plan(recipe, recipes.plan(recipe, args.limit, args.settings)))
+        return
+    paths = recipes.run_recipe(recipe, args.limit, args.settings, args.output_dir or Path("results/recipes") /
+                               recipe.name, args.cache_dir or default_cache_dir(), args.device, not args.no_progress)
+    for path in paths.values():
+        print(path)
+
+
 def _analyze(args: argparse.Namespace) -> None:
     from harness.analysis import AnalyzeOptions, analyze, load_ranking
     from harness.runner import default_cache_dir
@@ -312,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
             _run(args)
         elif args.command == "compress":
             _compress(args)
+        elif args.command == "recipe":
+            _recipe(args)
         elif args.command == "leaderboard":
             _leaderboard(args)
         elif args.command == "check":

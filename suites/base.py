@@ -58,6 +58,11 @@ class Suite:
         """The images to generate; `limit` caps the number of prompts."""
         raise NotImplementedError
 
+    def planned_images(self, limit: int | None) -> int:
+        """How many images `requests(limit)` asks for; suites whose prompt lists must be fetched answer without
+        fetching them (for dry runs on machines without the data)."""
+        return len(self.requests(limit))
+
     def prepare(self) -> None:
         """Load or check what scoring needs (models, files) before any image is generated, so that a missing
         weight ends the run at once with a UsageError naming what to download. Called on the main process."""
@@ -89,6 +94,9 @@ class MeasurementSuite(Suite):
 
     def requests(self, limit: int | None) -> list[ImageRequest]:
         return []
+
+    def planned_images(self, limit: int | None) -> int:
+        return 0
 
     def score(self, samples: list[Sample], references: list[Sample] | None) -> SuiteResult:
         raise TypeError(f"{self.name} measures the pipeline: the runner calls measure(), not score()")

@@ -41,6 +41,7 @@ OFFICIAL_REPOSITORY = "djghosh13/geneval"
 OFFICIAL_COMMIT = "af4902f"
 METADATA_URL = (f"https://raw.githubusercontent.com/{OFFICIAL_REPOSITORY}/{OFFICIAL_COMMIT}/prompts/"
                 "evaluation_metadata.jsonl")
+OFFICIAL_PROMPTS = 553
 METADATA_SHA256 = "5c48e0813e812e3c373fa5c8ed07a8f0a483be30272b4427b0559c8048e67c13"
 COLOR_TEMPLATES = ("a photo of a {color} {cls}", "a photo of a {color}-colored {cls}", "a photo of a {color} object")
 GREY = 153  # #999999, the background GenEval pastes each object's mask on before asking CLIP its colour
@@ -88,6 +89,11 @@ class GenevalSuite(GenevalStyleSuite):
         official_python: str = sys.executable  # the interpreter of the mmdetection 2.x environment
         official_detector: Path | None = None  # folder with the official Mask2Former checkpoint (--model-path)
         batch_size: int = 8
+
+    def planned_images(self, limit: int | None) -> int:
+        if self.params.metadata is not None:
+            return super().planned_images(limit)
+        return min(limit or OFFICIAL_PROMPTS, OFFICIAL_PROMPTS) * self.params.samples_per_prompt
 
     def load_specs(self) -> list[PromptSpec]:
         from harness.runner import default_cache_dir

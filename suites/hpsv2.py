@@ -77,6 +77,11 @@ class HPSv2Suite(Suite):
                 requests.append(ImageRequest(prompt, position * PROMPTS_PER_STYLE + index, 0))
         return requests
 
+    def planned_images(self, limit: int | None) -> int:
+        if self.params.prompts is not None:
+            return super().planned_images(limit)
+        return len(STYLES) * min(limit or PROMPTS_PER_STYLE, PROMPTS_PER_STYLE)
+
     def prepare(self) -> None:
         if self._scorer is None:
             checkpoint = self.params.checkpoint or _hub_file(

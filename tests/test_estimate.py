@@ -80,3 +80,17 @@ def test_every_preset_estimates():
         report = _estimate("--model", name)
         assert report["weight_bytes"]["before"]["transformer"] > 0
         assert report["transformer_flops_per_step"]["before"]["total"] > 0
+
+
+def test_the_paper_recipe_dry_run_prints_the_whole_plan():
+    result = invoke("recipe", "sd3.5-large-turbo-paper", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    plan = result.stdout
+    for method in ("none", "hierarchicalprune", "hierarchicalprune+nf4", "depth-last", "depth-uniform", "nf4"):
+        assert f". {method}\n" in plan
+    assert plan.count("images: geneval 2212, hpsv2 3200, latency 0, memory 0") == 6
+    assert "--seed-mode per-prompt" in plan and "hierarchicalprune.published_cut=true" in plan
+    weights = [float(line.split("GPU weights: ")[1].split(" GiB")[0]) for line in plan.splitlines()
+               if "GPU weights:" in line]
+    assert weights[0] == pytest.approx(25.97, abs=0.05)  # bf16 pipeline: transformer 15.17 + T5 9.12 + ...
+    assert weights[2] < weights[1] < weights[0]  # the cut, then the cut with NF4

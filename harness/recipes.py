@@ -1,0 +1,146 @@
+"""Recipes: a named list of runs that together reproduce a comparison, ending in the leaderboard.
+
+`harness recipe NAME` runs each entry through `harness run` (every image and every distilled model is cached, so
+an interrupted recipe resumes where it stopped) and then writes the leaderboard of its output folder.
+`--dry-run` prints the plan instead: each run's command, its images per suite, and the weights it needs on the GPU
+(from `harness estimate`: weights only; activations come on top).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UsageError, unknown_name_error
+
+
+@dataclass(frozen=True)
+class RecipeRun:
+    method: str
+    settings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    description: str
+    model: str
+    suites: tuple[str, ...]
+    runs: tuple[RecipeRun, ...]
+    settings: tuple[str, ...] = ()  # for every run (suite parameters)
+    seed_mode: str = "per-image"
+    batch_size: int = 4
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+_PAPER_BUDGET = "0.2"
+RECIPES: dict[str, Recipe] = {r.name: r for r in (
+    Recipe(
+        name="sd3.5-large-turbo-paper",
+        description="HierarchicalPrune's SD3.5 Large Turbo table: the original, the published 8-block cut with and "
+        "without NF4, and the depth baselines at the same budget; GenEval and HPSv2 with the release's settings",
+        model="sd3.5-large-turbo",
+        suites=("geneval", "hpsv2", "latency", "memory"),
+        runs=(
+            RecipeRun("none"),
+            RecipeRun("hierarchicalprune", ("hierarchicalprune.published_cut=true",
+                                            "hierarchicalprune.distill_steps=0")),
+            RecipeRun("hierarchicalprune+nf4", ("hierarchicalprune.published_cut=true",
+                                                "hierarchicalprune.distill_steps=0")),
+            RecipeRun("depth-last", (f"depth-last.budget={_PAPER_BUDGET}",)),
+            RecipeRun("depth-uniform", (f"depth-uniform.budget={_PAPER_BUDGET}",)),
+            RecipeRun("nf4"),
+        ),
+        # the release: GenEval 4 images per prompt from one generator per prompt seeded 0; HPSv2 v2.1, one image
+        settings=("geneval.samples_per_prompt=4", "hpsv2.version=v2.1"),
+        seed_mode="per-prompt",
+        batch_size=4,
+        notes=("The published cut is scored without the release's 64k-step distillation (8 GPUs); add "
+               "--set hierarchicalprune.distill_steps=N with distill_data to train it.",),
+    ),
+    Recipe(
+        name="reference-table",
+        description="every method on the embedded reference model: pruning at budgets 0.20 and 0.30 without "
+        "distillation and at 0.20 with it, quantisers, and the combination",
+        model="reference",
+        suites=("geneval-shapes", "latency", "memory"),
+        runs=(
+            RecipeRun("none"),
+            *(RecipeRun(method, (f"{method}.budget={budget}", f"{method}.distill_steps=0"))
+              for budget in ("0.2", "0.3")
+              for method in ("hierarchicalprune", "depth-last", "depth-uniform", "depth-importance")),
+            RecipeRun("hierarchicalprune", ("hierarchicalprune.budget=0.2",)),  # with its default distillation
+            RecipeRun("nf4"), RecipeRun("int8"), RecipeRun("torchao-int8"), RecipeRun("torchao-int4"),
+            RecipeRun("hierarchicalprune+nf4", ("hierarchicalprune.budget=0.2",)),
+        ),
+        batch_size=16,
+    ),
+)}
+
+
+def get(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise unknown_name_error("recipe", name, RECIPES)
+    return RECIPES[name]
+
+
+def plan(recipe: Recipe, limit: int | None, extra: list[str]) -> list[dict[str, Any]]:
+    """Per run: its command line, images per suite and the weights it needs on the GPU."""
+    from harness.devices import GIB
+    from harness.estimate import estimate
+    from harness.params import parse_set_options
+    from harness.registry import SUITES
+    from harness.runner import instantiate
+
+    rows = []
+    for entry in recipe.runs:
+        methods = entry.method.split("+")
+        settings = [*recipe.settings, *entry.settings, *extra]
+        suite_settings = parse_set_options([s for s in settings if s.split(".")[0] in recipe.suites],
+                                           list(recipe.suites))
+        suites = instantiate(SUITES, list(recipe.suites), suite_settings)
+        method_settings = [s for s in settings if s.split(".")[0] in methods]
+        report = estimate(recipe.model, methods, method_settings)
+        command = ["harness", "run", "--model", recipe.model, "--method", entry.method, "--suite",
+                   ",".join(recipe.suites), "--seed-mode", recipe.seed_mode, "--batch-size", str(recipe.batch_size),
+                   *(["--limit", str(limit)] if limit else []), *[f"--set {s}" for s in settings]]
+        rows.append({
+            "method": entry.method, "command": " ".join(command),
+            "images": {suite.name: suite.planned_images(limit) for suite in suites},
+            "weights_gib": {name: size / GIB for name, size in report["weight_bytes"]["after"].items()},
+            "transformer_flops_per_step": report["transformer_flops_per_step"]["after"]["total"],
+        })
+    return rows
+
+
+def format_plan(recipe: Recipe, rows: list[dict[str, Any]]) -> str:
+    lines = [f"recipe {recipe.name}: {recipe.description}", f"model {recipe.model}; suites {', '.join(recipe.suites)}",
+             ""]
+    for number, row in enumerate(rows, 1):
+        images = ", ".join(f"{suite} {count}" for suite, count in row["images"].items())
+        weights = row["weights_gib"]
+        lines += [f"{number}. {row['method']}", f"   {row['command']}",
+                  f"   images: {images} (generated once per method; the base images are shared)",
+                  f"   GPU weights: {sum(weights.values()):.2f} GiB (transformer {weights['transformer']:.2f}, "
+                  f"text encoders {sum(v for k, v in weights.items() if k.startswith('text_encoder')):.2f}, "
+                  f"VAE {weights.get('vae', 0):.2f}) + activations; "
+                  f"{row['transformer_flops_per_step'] / 1e12:.2f} TFLOPs per denoising step"]
+    lines += ["", *recipe.notes]
+    return "\n".join(lines)
+
+
+def run_recipe(recipe: Recipe, limit: int | None, extra: list[str], output_dir: Path, cache_dir: Path,
+               device: str | None, progress: bool) -> dict[str, Path]:
+    """Every run in order (cached and resumable), then the leaderboard of `output_dir`."""
+    from harness.leaderboard import write
+    from harness.runner import RunOptions, run
+
+    if not recipe.runs:
+        raise UsageError(f"recipe {recipe.name} has no runs")
+    for entry in recipe.runs:
+        run(RunOptions(model=recipe.model, methods=entry.method.split("+"), suites=list(recipe.suites), limit=limit,
+                       seed_mode=recipe.seed_mode, device=device, batch_size=recipe.batch_size,
+                       output_dir=output_dir / "runs", cache_dir=cache_dir,
+                       settings=[*recipe.settings, *entry.settings, *extra], progress=progress))
+    return write(output_dir)
