@@ -34,7 +34,7 @@ def test_tables_compare_with_the_base_run(results):
     rows = {row["method"]: row for row in entry["rows"]}
     assert set(rows) == {"none", "depth-last", "nf4"} and entry["rows"][0]["is_base"]
     assert rows["none"]["parameters_pct_of_base"] == pytest.approx(100.0)
-    assert rows["depth-last"]["parameters_pct_of_base"] < 80  # 2 of 4 blocks gone at the default budget
+    assert rows["depth-last"]["parameters_pct_of_base"] < 80  # at least 20% of the parameters gone (the budget)
     assert rows["nf4"]["transformer_weight_gib"] < rows["none"]["transformer_weight_gib"]
     ssim = rows["depth-last"]["metrics"]["fidelity/ssim"]
     assert ssim["change"] < 0 and ssim["ci95"][0] <= ssim["change"] <= ssim["ci95"][1]
