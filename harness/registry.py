@@ -88,7 +88,7 @@ class Registry:
         return doc.splitlines()[0] if doc else ""
 
 
-DEFAULT_MODEL = "tiny-sd3"  # what --model means when it is not given
+DEFAULT_MODEL = "reference"  # what --model means when it is not given
 MODELS = Registry("model", "harness.models", "harness.models")
 COMPRESSORS = Registry("method", "harness.compressors", "compressors")
 SUITES = Registry("suite", "harness.suites", "suites")
