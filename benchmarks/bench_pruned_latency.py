@@ -4,7 +4,8 @@ the original, next to their FLOP ratio.
 
 For each block count removed by `depth-last` (the last removable blocks; the final block stays), the pruned and the
 original transformer run one forward at the model's sampling resolution (batch doubled under CFG), alternating for
-`--repeats` rounds after a warm-up; the latency ratio is the median of pruned over original per round. The FLOPs come
+`--repeats` rounds after a warm-up, their forwards interleaved one by one; a round's ratio is the pruned model's
+median forward time over the original's, and the latency ratio is the median over rounds. The FLOPs come
 from `harness.estimate.count_flops` on the same forward. The requirement: the latency ratio is within 10% of the
 FLOP ratio (|latency / flops - 1| <= 0.10; exit status 1 otherwise). Rounds during which other processes used more
 than `--max-other-load` of the CPUs are reported as noisy and redone (see bench_generation.py).
@@ -64,16 +65,24 @@ def main(argv: list[str] | None = None) -> int:
             model(**inputs)
         return sum(counts.values())
 
-    def seconds(model: torch.nn.Module) -> float:
+    def forward_seconds(model: torch.nn.Module) -> float:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        model(**inputs)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return time.perf_counter() - started
+
+    def round_ratio(base: torch.nn.Module, cut: torch.nn.Module) -> float:
+        """Forwards of the two models interleaved one by one (a slow spell hits both alike); the ratio of their
+        median forward times."""
+        times: dict[int, list[float]] = {0: [], 1: []}
         with torch.inference_mode():
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            started = time.perf_counter()
             for _ in range(args.forwards):
-                model(**inputs)
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-        return (time.perf_counter() - started) / args.forwards
+                times[0].append(forward_seconds(base))
+                times[1].append(forward_seconds(cut))
+        return statistics.median(times[1]) / statistics.median(times[0])
 
     print(f"{args.model} ({source}) on {device}: batch {inputs['hidden_states'].shape[0]}, "
           f"{spec.sampling.height}x{spec.sampling.width}, {tokens} text tokens, {torch.get_num_threads()} threads")
@@ -84,18 +93,17 @@ def main(argv: list[str] | None = None) -> int:
         candidates = [b.index for b in removable_blocks(pruned)]
         remove_blocks(pruned, candidates[-count:])
         flop_ratio = flops(pruned) / original_flops
-        for model in (transformer, pruned):  # warm-up
-            seconds(model)
+        round_ratio(transformer, pruned)  # warm-up
         ratios: list[float] = []
         noisy = 0
         while len(ratios) < args.repeats and noisy <= args.repeats:
             with LoadMeter() as meter:
-                base, cut = seconds(transformer), seconds(pruned)
+                ratio = round_ratio(transformer, pruned)
             if meter.other is not None and meter.other > args.max_other_load:
                 noisy += 1
                 print(f"  noisy round (other processes used {meter.other:.0%} of the CPUs): redone")
                 continue
-            ratios.append(cut / base)
+            ratios.append(ratio)
         latency_ratio = statistics.median(ratios)
         gap = latency_ratio / flop_ratio - 1
         verdict = "ok" if abs(gap) <= TOLERANCE else "FAIL"
