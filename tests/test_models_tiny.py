@@ -11,7 +11,8 @@ import pytest
 import torch
 from diffusers import FluxPipeline, FluxTransformer2DModel, SD3Transformer2DModel, StableDiffusion3Pipeline
 
-from harness.models.presets import DEFAULT_MODEL, PRESETS
+from harness.models.presets import PRESETS
+from harness.registry import DEFAULT_MODEL
 
 TINY = ["tiny-sd3", "tiny-sd3.5-medium", "tiny-flux"]
 PROMPTS = ["a red cube", "two cats"]
@@ -184,8 +185,7 @@ def test_real_presets_carry_the_official_sampling(name, steps, guidance, max_seq
 
 
 def test_tiny_presets_and_default():
-    assert DEFAULT_MODEL == "tiny-sd3"
-    assert "random weights" in PRESETS[DEFAULT_MODEL].description
+    assert DEFAULT_MODEL == "reference" and PRESETS[DEFAULT_MODEL].repo_id is not None  # shipped trained weights
     for name in TINY:
         spec = PRESETS[name]
         assert spec.build is not None and spec.repo_id is None and spec.dtype == "float32"
