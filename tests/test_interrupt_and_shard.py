@@ -30,7 +30,11 @@ def assert_nothing_partial(dirs: dict[str, Path]) -> None:
     """Every run folder holds complete, parseable files; every cached PNG decodes."""
     out = dirs["out"]
     for run_dir in (p for p in out.iterdir() if not p.name.startswith(".")) if out.exists() else []:
-        assert sorted(f.name for f in run_dir.iterdir()) == ["results.json", "samples.jsonl"]
+        names = sorted(f.name for f in run_dir.iterdir())
+        assert [n for n in names if not n.startswith("thumb-")] == ["results.json", "samples.jsonl"]
+        for thumbnail in run_dir.glob("thumb-*.png"):  # the leaderboard's small images
+            with Image.open(thumbnail) as image:
+                image.load()
         json.loads((run_dir / "results.json").read_text())
         for line in (run_dir / "samples.jsonl").read_text().splitlines():
             json.loads(line)

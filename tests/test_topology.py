@@ -97,6 +97,7 @@ def test_component_names(transformers):
     single = block_topology(flux)[2]
     assert list(component_modules(flux, single, "proj_mlp_out")) == [
         "single_transformer_blocks.0.proj_mlp",
+        "single_transformer_blocks.0.proj_out",
     ]
 
 

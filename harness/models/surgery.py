@@ -54,6 +54,11 @@ class Ablation:
         return cls(int(index), component or None)
 
 
+# Modules a component owns that its skip leaves in place: FLUX single blocks' proj_out projects the attention and
+# MLP branches together, so skipping the MLP branch zeroes proj_mlp and keeps proj_out for the attention.
+_KEPT_WHEN_SKIPPED: dict[str, tuple[str, ...]] = {"proj_mlp_out": ("proj_out",)}
+
+
 class _StandIn(nn.Module):
     """Base of the modules `skip` swaps in (so a second skip of the same module is caught)."""
 
@@ -153,6 +158,8 @@ class Skip:
                     continue
                 for path, module in component_modules(transformer, block, ablation.component).items():
                     self._check_not_skipped(path)
+                    if path.rsplit(".", 1)[1] in _KEPT_WHEN_SKIPPED.get(ablation.component, ()):
+                        continue
                     if any(True for _ in module.parameters()):  # parameter-free LayerNorms stay
                         self._swap(path, _stand_in(module))
         except Exception:

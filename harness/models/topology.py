@@ -23,7 +23,7 @@ _COMPONENT_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "ff": ("ff", "norm2"),
     "ff_context": ("ff_context", "norm2_context"),
     "w_norm": ("norm",),
-    "proj_mlp_out": ("proj_mlp",),  # the MLP branch; proj_out also carries attention, so it is the block's
+    "proj_mlp_out": ("proj_mlp", "proj_out"),
 }
 
 _DOUBLE_STREAM = ("w_norm1", "w_norm1_context", "attn", "ff", "ff_context")
