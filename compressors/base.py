@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from harness.params import params_as_dict
+from harness.runner import default_cache_dir
 
 
 @dataclass
@@ -15,14 +16,8 @@ class CompressionContext:
     """What a run gives its compressors besides the model: where to cache (analyses, distillation checkpoints,
     teacher images), the device, and whether to show progress."""
 
-    cache_dir: Path = field(default_factory=lambda: _default_cache_dir())
+    cache_dir: Path = field(default_factory=default_cache_dir)
     progress: bool = True
-
-
-def _default_cache_dir() -> Path:
-    from harness.runner import default_cache_dir
-
-    return default_cache_dir()
 
 
 class Compressor:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from harness.errors import UsageError
+from harness.runner import default_cache_dir
 
 RANKING_FORMAT = "harness-contribution-ranking"
 RANKING_VERSION = 1
@@ -41,16 +42,10 @@ class AnalyzeOptions:
     device: str | None = None
     dtype: str | None = None
     batch_size: int = 4
-    cache_dir: Path = field(default_factory=lambda: _default_cache_dir())
+    cache_dir: Path = field(default_factory=default_cache_dir)
     output_dir: Path | None = None  # default: <cache_dir>/analysis/<model>-<digest>
     settings: list[str] = field(default_factory=list)
     progress: bool = True
-
-
-def _default_cache_dir() -> Path:
-    from harness.runner import default_cache_dir
-
-    return default_cache_dir()
 
 
 @dataclass(frozen=True)
