@@ -72,3 +72,17 @@ def test_train_resume_after_sigkill_matches_uninterrupted_run_and_loads(tmp_path
     assert model.transformer.transformer_blocks[-1].context_pre_only
     assert model.transformer.dtype.is_floating_point and str(model.transformer.dtype) == "torch.float32"
     assert model.pipeline.vae.config.scaling_factor != 1.0  # set from the trained latents' spread
+
+
+@pytest.mark.parametrize("steps", [50, 5000])
+def test_transformer_learning_rate_warms_up_then_decays_to_zero_on_a_cosine(steps):
+    from harness.reference.train import TrainConfig, transformer_lr
+
+    config = TrainConfig(steps=steps, warmup_steps=10, lr=1e-3)
+    rates = [transformer_lr(config, step) for step in range(steps + 1)]
+    assert rates[0] == pytest.approx(1e-4) and rates[9] == pytest.approx(1e-3)
+    assert all(a < b for a, b in zip(rates[:10], rates[1:10], strict=False))  # warm-up rises
+    assert all(a >= b for a, b in zip(rates[10:], rates[11:], strict=False))  # then never rises again
+    halfway = 10 + (steps - 10) // 2
+    assert rates[10] == pytest.approx(1e-3) and rates[-1] == pytest.approx(0.0, abs=1e-12)
+    assert rates[halfway] == pytest.approx(5e-4, rel=0.01)

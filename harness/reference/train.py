@@ -3,8 +3,11 @@
 Two stages on an endless stream of rendered scenes (no data set on disk):
 1. the autoencoder (reconstruction loss), after which its latents' mean and spread set the VAE's shift and scale;
 2. the transformer and both CLIP text towers together on the rectified-flow objective SD3 uses (x_t = s*eps +
-   (1-s)*x0, target eps - x0, s logit-normal), with caption dropout for classifier-free guidance and an EMA of the
-   weights, which is what gets saved.
+   (1-s)*x0, target eps - x0, s logit-normal), with caption dropout for classifier-free guidance, a learning rate
+   that warms up and then decays to zero on a cosine, and an EMA of the weights, which is what gets saved.
+
+Each stage seeds its own random streams, so the transformer stage does not depend on how many draws the autoencoder
+stage made.
 
 Everything is seeded; a checkpoint (atomic, loaded with weights_only=True) is written every `checkpoint_every` steps,
 and a rerun with the same work folder resumes from it. The log (losses, periodic geneval-shapes scores on a
@@ -42,12 +45,13 @@ class TrainConfig:
     vae_steps: int = 1200
     vae_batch_size: int = 32
     vae_lr: float = 2e-3
-    steps: int = 4500
+    steps: int = 5000
     batch_size: int = 64
-    lr: float = 1e-3
+    lr: float = 1e-3  # peak; linear warm-up, then a cosine to zero at `steps` (a constant rate left the last
+    # trained weights noisy and the EMA of them far behind)
     warmup_steps: int = 200
     weight_decay: float = 0.0
-    ema_decay: float = 0.999
+    ema_decay: float = 0.999  # reached after warm-up: the decay at step t is min(ema_decay, (1 + t) / (10 + t))
     caption_dropout: float = 0.1
     # position and colour attribution were never learned in the earlier trials: show them twice as often
     task_weights: tuple[tuple[str, float], ...] = (("single_object", 1.0), ("two_object", 1.0), ("counting", 1.0),
@@ -58,6 +62,14 @@ class TrainConfig:
     eval_guidance: float = 2.5
     checkpoint_every: int = 250
     log_every: int = 25
+
+
+def transformer_lr(config: TrainConfig, step: int) -> float:
+    """Linear warm-up over `warmup_steps`, then a cosine from `lr` down to zero at `steps`."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    return config.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
@@ -180,8 +192,15 @@ class _Trainer:
         vae.eval()
         self._set_latent_statistics()
         self.record(judge_agreement=autoencoder_agreement(self.pipe.vae, self.config.seed + 2))
-        self.stage, self.step = "transformer", 0
+        self.start_transformer_stage()
         self.checkpoint()
+
+    def start_transformer_stage(self) -> None:
+        import torch
+
+        self.stage, self.step = "transformer", 0
+        self.rng = random.Random(self.config.seed + 3)
+        torch.manual_seed(self.config.seed + 3)
 
     def _set_latent_statistics(self) -> None:
         import torch
@@ -220,15 +239,16 @@ class _Trainer:
             velocity = pipe.transformer(hidden_states=x_t, timestep=sigma * 1000, encoder_hidden_states=prompt_embeds,
                                         pooled_projections=pooled).sample
             loss = F.mse_loss(velocity, noise - x0)
-            lr = config.lr * min(1.0, (self.step + 1) / config.warmup_steps)
+            lr = transformer_lr(config, self.step)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
             self.optimizer.step()
+            decay = min(config.ema_decay, (1 + self.step) / (10 + self.step))
             with torch.no_grad():
-                torch._foreach_lerp_(self.ema, [p.detach() for p in params], 1 - config.ema_decay)
+                torch._foreach_lerp_(self.ema, [p.detach() for p in params], 1 - decay)
             self.step += 1
             self.elapsed += time.perf_counter() - started
             if self.step % config.log_every == 0:
