@@ -13,6 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet $(TORCH_SPEC)
 	$(VENV)/bin/pip install --quiet -e '.[test]'
+	$(VENV)/bin/python tools/install_hpsv2.py  # the HPSv2 parity test's reference package (see the script)
 	touch $@
 
 install: $(VENV)/.installed

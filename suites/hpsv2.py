@@ -145,15 +145,17 @@ def _hub_file(repo: str, filename: str, repo_type: str, what: str, setting: str)
 
 
 class HPSScorer:
-    """OpenCLIP with an HPS checkpoint: images and prompts -> HPS x100, batched, on the GPU when available."""
+    """OpenCLIP with an HPS checkpoint: images and prompts -> HPS x100, batched, on the GPU when available.
+
+    Images are prepared as HPSv2's own scoring prepares them (`release_preprocess`), not with open_clip's stock
+    transform, so the scores equal the `hpsv2` package's (tested)."""
 
     def __init__(self, model_name: str, checkpoint: Path) -> None:
         import open_clip
         import torch
 
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model, _, self.preprocess = open_clip.create_model_and_transforms(model_name, pretrained=None,
-                                                                               device=self.device)
+        self.model = open_clip.create_model(model_name, pretrained=None, device=self.device)
         try:
             state = torch.load(checkpoint, map_location=self.device, weights_only=True)
         except (OSError, RuntimeError) as exc:
@@ -161,14 +163,35 @@ class HPSScorer:
         self.model.load_state_dict(state.get("state_dict", state))
         self.model.eval()
         self.tokenizer = open_clip.get_tokenizer(model_name)
+        visual = self.model.visual
+        self.image_size = visual.image_size if isinstance(visual.image_size, int) else visual.image_size[0]
+        self.mean = getattr(visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN
+        self.std = getattr(visual, "image_std", None) or open_clip.OPENAI_DATASET_STD
 
     def __call__(self, images: list[np.ndarray], prompts: list[str]) -> list[float]:
         import torch
-        from PIL import Image
 
-        pixels = torch.stack([self.preprocess(Image.fromarray(image)) for image in images]).to(self.device)
+        pixels = torch.stack([release_preprocess(image, self.image_size, self.mean, self.std) for image in images])
         tokens = self.tokenizer(prompts).to(self.device)
         with torch.inference_mode():
-            image_features = self.model.encode_image(pixels, normalize=True).float()
+            image_features = self.model.encode_image(pixels.to(self.device), normalize=True).float()
             text_features = self.model.encode_text(tokens, normalize=True).float()
         return [100.0 * float(v) for v in (image_features * text_features).sum(-1).tolist()]
+
+
+def release_preprocess(image: np.ndarray, size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> Any:
+    """An RGB uint8 image as HPSv2 feeds it to CLIP (its open_clip fork's evaluation transform): scaled to [0, 1],
+    resized on the tensor (bicubic) so its longer side is `size`, zero-padded to a centred square, normalised.
+    open_clip's stock transform (PIL resize, centre crop) scores the same image differently."""
+    import torchvision.transforms.functional as F
+    from torchvision.transforms import InterpolationMode
+
+    pixels = F.to_tensor(np.ascontiguousarray(image))
+    height, width = pixels.shape[1:]
+    scale = size / max(height, width)
+    if scale != 1.0:
+        height, width = round(height * scale), round(width * scale)
+        pixels = F.resize(pixels, [height, width], InterpolationMode.BICUBIC)
+    pad_h, pad_w = size - height, size - width
+    pixels = F.pad(pixels, [pad_w // 2, pad_h // 2, pad_w - pad_w // 2, pad_h - pad_h // 2], fill=0)
+    return F.normalize(pixels, list(mean), list(std))
