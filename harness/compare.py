@@ -142,6 +142,7 @@ def check(run_path: Path, baseline_path: Path, tolerances: list[Tolerance],
     run, baseline = load_run(run_path), load_run(baseline_path)
     rows = []
     for tolerance in tolerances:
+        _require_same_samples(run, baseline, tolerance.key)
         base, value = baseline.value(tolerance.key), run.value(tolerance.key)
         better = higher_is_better(baseline, tolerance.key)
         lost = drop(base, value, better)
@@ -157,6 +158,18 @@ def check(run_path: Path, baseline_path: Path, tolerances: list[Tolerance],
                      "passed": not failed})
     return {"run": str(run.path), "baseline": str(baseline.path), "significant_only": significant_only,
             "passed": all(row["passed"] for row in rows), "checks": rows}
+
+
+def _require_same_samples(run: Run, baseline: Run, key: str) -> None:
+    """A gate that compares means over different prompts (another --limit, other suite settings) measures nothing:
+    refuse it, naming the fix."""
+    suite = key.partition("/")[0]
+    ours = {(r["prompt_index"], r.get("sample_index")) for r in run.suite_records(suite)}
+    theirs = {(r["prompt_index"], r.get("sample_index")) for r in baseline.suite_records(suite)}
+    if ours and theirs and ours != theirs:
+        raise UsageError(f"{key}: the run scored {len(ours)} {suite} images and the baseline {len(theirs)}, not the "
+                         f"same prompts and samples ({len(ours & theirs)} shared); rerun with the baseline's --limit "
+                         "and suite settings (its results.json records them)")
 
 
 def format_check(report: dict[str, Any]) -> str:

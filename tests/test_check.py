@@ -78,3 +78,18 @@ def test_missing_run_exits_2(tmp_path, runs):
     result = invoke("check", str(tmp_path / "nothing"), "--baseline", str(runs["base"]), "--max-drop",
                     "fidelity/ssim=0.1")
     assert result.returncode == 2 and "no results at" in result.stderr
+
+
+def test_runs_of_other_prompts_are_refused(tmp_path, runs):
+    """A baseline scored on other prompts (another --limit) cannot gate: exit 2, not a meaningless verdict."""
+    import shutil
+
+    fewer = tmp_path / "fewer"
+    shutil.copytree(runs["again"], fewer)
+    lines = (fewer / "samples.jsonl").read_text().splitlines()
+    kept = [line for line in lines if json.loads(line).get("prompt_index") != 0]
+    assert len(kept) < len(lines)
+    (fewer / "samples.jsonl").write_text("".join(line + "\n" for line in kept))
+    result = invoke("check", str(fewer), "--baseline", str(runs["base"]), "--max-drop", "fidelity/ssim=0.1")
+    assert result.returncode == 2
+    assert "not the same prompts and samples" in result.stderr and "--limit" in result.stderr
