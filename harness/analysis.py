@@ -228,14 +228,18 @@ def heatmap_png(ranking: Ranking) -> bytes:
         name = ablation.component or "block"
         if name not in columns:
             columns.append(name)
+    title = f"{ranking.metric}: drop after removal (base {ranking.base_score:.4g})"
+    legend = "red: score lost on removal; blue: score gained"
+    font = ImageFont.load_default()
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    text_width = max(measure.textlength(text, font=font) for text in (title, legend))
     cell_w, cell_h, left, top = 92, 18, 60, 40
-    width, height = left + cell_w * len(columns) + 10, top + cell_h * len(blocks) + 30
+    width = max(left + cell_w * len(columns) + 10, int(text_width) + 12)  # one column must not clip the captions
+    height = top + cell_h * len(blocks) + 30
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
-    font = ImageFont.load_default()
     scale = max((abs(ranking.drop(k)) for k in ranking.scores if math.isfinite(ranking.drop(k))), default=1.0) or 1.0
-    draw.text((4, 4), f"{ranking.metric}: drop after removal (base {ranking.base_score:.4g})", fill="black",
-              font=font)
+    draw.text((4, 4), title, fill="black", font=font)
     for column, name in enumerate(columns):
         draw.text((left + column * cell_w + 4, top - 16), name, fill="black", font=font)
     for row, block in enumerate(blocks):
@@ -249,7 +253,7 @@ def heatmap_png(ranking: Ranking) -> bytes:
         x0, y0 = left + column * cell_w, top + row * cell_h
         draw.rectangle((x0, y0, x0 + cell_w - 2, y0 + cell_h - 2), fill=colour)
         draw.text((x0 + 4, y0 + 3), f"{drop:+.3f}", fill="black" if strength < 0.6 else "white", font=font)
-    draw.text((4, height - 22), "red: score lost on removal; blue: score gained", fill="black", font=font)
+    draw.text((4, height - 22), legend, fill="black", font=font)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
