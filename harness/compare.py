@@ -177,7 +177,8 @@ def format_check(report: dict[str, Any]) -> str:
     lines = [f"run      {report['run']}", f"baseline {report['baseline']}", "", header]
     for row in report["checks"]:
         low_high = row["interval_95"]
-        interval = "-" if low_high is None else f"[{low_high[0]:+.4g}, {low_high[1]:+.4g}]"
+        # + 0.0 turns a negative zero (identical runs) into +0
+        interval = "-" if low_high is None else f"[{low_high[0] + 0.0:+.4g}, {low_high[1] + 0.0:+.4g}]"
         verdict = "ok" if row["passed"] else "FAIL"
         lines.append(f"{row['metric']:<34} {row['baseline']:>10.4g} {row['run']:>10.4g} {row['drop']:>+10.4g} "
                      f"{row['allowed']:>10.4g}  {interval:<22} {verdict}")
