@@ -43,6 +43,15 @@ def _nvml_process_memory(device_index: int) -> tuple[Any, str | None]:
     return read, None
 
 
+def cuda_index(device: Any) -> int:
+    """The CUDA ordinal of `device`: "cuda" alone means the current device, which is not always 0. Several torch
+    calls (the allocator cap among them) refuse a device without an index."""
+    import torch
+
+    device = torch.device(device)
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
 class PeakMemory:
     """Context manager measuring the peaks of the enclosed phase on `device` (a torch.device or string)."""
 
@@ -67,7 +76,7 @@ class PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
-            self._nvml_read, reason = _nvml_process_memory(self.device.index or 0)
+            self._nvml_read, reason = _nvml_process_memory(cuda_index(self.device))
             if reason:
                 self.unavailable["nvml"] = reason
         else:

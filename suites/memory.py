@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from harness.devices import CONTEXT_ALLOWANCE_GIB, GIB, PROFILES, fits
 from harness.errors import UsageError
+from harness.memory import PeakMemory, cuda_index
 from harness.metrics import Metric, MetricValue
 from suites.base import MeasurementSuite, SuiteResult
 
@@ -60,7 +61,6 @@ class MemorySuite(MeasurementSuite):
     def measure(self, model: Any, sampling: Any) -> SuiteResult:
         import torch
 
-        from harness.memory import PeakMemory
         from harness.models.families import call_kwargs, encode_prompts, transformer_inputs
         from harness.models.footprint import weight_bytes
 
@@ -92,9 +92,10 @@ class MemorySuite(MeasurementSuite):
         if cap is not None:
             if not cuda:
                 raise UsageError("memory.emulate_device needs a CUDA device (it caps the CUDA allocator)")
-            total = torch.cuda.get_device_properties(model.device).total_memory
+            index = cuda_index(model.device)
+            total = torch.cuda.get_device_properties(index).total_memory
             torch.cuda.empty_cache()
-            torch.cuda.set_per_process_memory_fraction(min(1.0, cap.memory_gib * GIB / total), model.device)
+            torch.cuda.set_per_process_memory_fraction(min(1.0, cap.memory_gib * GIB / total), index)
         out_of_memory = False
         try:
             with PeakMemory(model.device) as inference, torch.inference_mode():
@@ -117,7 +118,7 @@ class MemorySuite(MeasurementSuite):
                          "the pipeline does not fit")
         finally:
             if cap is not None:
-                torch.cuda.set_per_process_memory_fraction(1.0, model.device)
+                torch.cuda.set_per_process_memory_fraction(1.0, index)
             if params.offload == "model":
                 pipeline.remove_all_hooks()
                 pipeline.to(model.device)

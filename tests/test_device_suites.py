@@ -7,7 +7,7 @@ import pytest
 from conftest import invoke, read_results, run_args
 
 from harness.devices import GIB, PROFILES, fits
-from harness.memory import PeakMemory
+from harness.memory import PeakMemory, cuda_index
 from harness.runner import expand_suites
 
 
@@ -45,6 +45,16 @@ def test_gpu_only_settings_say_so_on_cpu(dirs):
     result = invoke(*run_args(dirs, "--model", "tiny-sd3", "--suite", "memory", "--set",
                               "memory.emulate_device=rtx9999"))
     assert result.returncode == 2 and "rtx4070" in result.stderr  # lists the profiles
+
+
+def test_cuda_index_resolves_a_bare_cuda_device(monkeypatch):
+    # torch.cuda.set_per_process_memory_fraction refuses torch.device("cuda"); --device cuda must still cap (this
+    # crashed --emulate-device on an H100)
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
+    assert cuda_index(torch.device("cuda")) == 3
+    assert cuda_index("cuda:1") == 1
 
 
 def test_profiles_and_fits():
