@@ -122,6 +122,9 @@ class _Trainer:
             "optimizer": self.optimizer.state_dict(),
             "world_rng": self.rng.getstate(),
             "torch_rng": torch.get_rng_state(),
+            # the noise and timesteps are drawn on the training device: without its generator a CUDA resume would
+            # not continue the same run
+            "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
         }
 
     def resume(self) -> bool:
@@ -143,6 +146,8 @@ class _Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.rng.setstate(_as_tuple(state["world_rng"]))
         torch.set_rng_state(state["torch_rng"].cpu())
+        if self.device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), self.device)
         log_path = self.out / LOG
         if log_path.is_file():  # drop what was logged after the checkpoint: it will be redone identically
             lines = [json.loads(line) for line in log_path.read_text().splitlines()]
