@@ -156,6 +156,16 @@ def _transformer_inputs(model: Any, x_t: Any, sigma: Any, image_size: tuple[int,
     return inputs
 
 
+RELEASE_DISTILL_LR = 1e-4  # AdamW, constant (FACTS section 1)
+
+
+def distill_lr(params: Any, spec: Any) -> float:
+    """The peak rate: `distill_lr` when set, else the rate the model was trained at, else the release's. A model
+    trained at 1e-3 barely moves in a few hundred steps at the release's 1e-4 (the reference model recovered 9% of
+    its pruning drop in 300 steps at 1e-4)."""
+    return params.distill_lr or spec.training_lr or RELEASE_DISTILL_LR
+
+
 def distill(model: Any, teacher: Any, removed: list[int], intensity: dict[int, float], params: Any,
             context: Any, train_embedders: bool = True) -> dict[str, Any]:
     """Train `model.transformer` (already pruned) towards `teacher` for `params.distill_steps` steps; returns the
@@ -196,8 +206,9 @@ def distill(model: Any, teacher: Any, removed: list[int], intensity: dict[int, f
         if factor > 0:
             groups.setdefault(factor, []).append(parameter)
     trained = sum(p.numel() for group in groups.values() for p in group)
-    optimizer = torch.optim.AdamW([{"params": ps, "lr": params.distill_lr * f} for f, ps in groups.items()],
-                                  lr=params.distill_lr, weight_decay=1e-4)
+    lr = distill_lr(params, model.spec)
+    optimizer = torch.optim.AdamW([{"params": ps, "lr": lr * f} for f, ps in groups.items()], lr=lr,
+                                  weight_decay=1e-4)
     teacher.requires_grad_(False).eval()
     for name, module in pipe.components.items():  # text encoders and VAE stay as they are
         if isinstance(module, torch.nn.Module) and name != "transformer":
@@ -272,6 +283,6 @@ def distill(model: Any, teacher: Any, removed: list[int], intensity: dict[int, f
     accelerator.wait_for_everyone()
     model.pipeline.transformer = accelerator.unwrap_model(wrapped).eval().requires_grad_(False)
     checkpoint.unlink(missing_ok=True)  # finished: the compressed model itself is what gets cached
-    return {"steps": step, "seconds": round(seconds, 1), "data": pairs.kind, "trained_parameters": trained,
+    return {"steps": step, "seconds": round(seconds, 1), "lr": lr, "data": pairs.kind, "trained_parameters": trained,
             "intensity": {str(k): round(v, 6) for k, v in sorted(intensity.items())},
             "embedders_trained": train_embedders, "loss_log": log}

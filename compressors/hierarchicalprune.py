@@ -33,7 +33,7 @@ PUBLISHED_CUTS: dict[str, tuple[int, ...]] = {
 @dataclass(frozen=True)
 class HierarchicalPruneParams(RankedPruningParams):
     position_weight: float = 0.5  # strength of the positional prior (0: importance alone)
-    distill_steps: int = 300  # SGDistill is part of the method
+    distill_steps: int = 1000  # SGDistill is part of the method
     intensity_exponent: float = 1.0  # 0: the release's binary freeze
     preserve_early: bool = True  # PWP
     published_cut: bool = False  # use the release's cut for this model even when a ranking exists

@@ -22,7 +22,7 @@ class PruningParams:
     budget: float = 0.20  # fraction of transformer parameters removed
     blocks: tuple[int, ...] = ()  # explicit blocks to remove (execution order); overrides budget
     distill_steps: int = 0  # recovery training steps after pruning (0: none)
-    distill_lr: float = 1e-4
+    distill_lr: float | None = None  # None: the model's training rate (ModelSpec.training_lr), else the release's 1e-4
     distill_batch_size: int = 16
     feature_weight: float = 1e-4  # l_feat: image- and text-stream block outputs, student vs teacher
     task_weight: float = 0.0  # l_task: MSE of the predicted clean latent against the data

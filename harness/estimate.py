@@ -117,7 +117,7 @@ def estimate(model_name: str, methods: list[str], settings: list[str]) -> dict[s
     """Weight bytes per component and transformer FLOPs per step, before and after the chain."""
     from types import SimpleNamespace
 
-    from harness.models.footprint import weight_bytes
+    from harness.models.footprint import parameter_count, weight_bytes
     from harness.models.loading import resolve_model
     from harness.params import parse_set_options
     from harness.registry import COMPRESSORS
@@ -144,6 +144,6 @@ def estimate(model_name: str, methods: list[str], settings: list[str]) -> dict[s
         "model": spec.name, "method": "+".join(methods), "dtype": spec.dtype, "chain": steps,
         "sampling": sampling.as_dict(), "text_tokens": tokens,
         "weight_bytes": {"before": before, "after": after},
-        "transformer_parameters_after": sum(p.numel() for p in components["transformer"].parameters()),
+        "transformer_parameters_after": parameter_count(components["transformer"]),
         "transformer_flops_per_step": {"before": flops_before, "after": flops_after},
     }

@@ -48,7 +48,8 @@ def _label(run: Run) -> str:
     parts = []
     for step in run.results["method"]["chain"]:
         changed = {k: v for k, v in step["params"].items() if k in ("budget", "blocks", "distill_steps",
-                                                                   "total_budget") and v not in (None, [], ())}
+                                                                   "total_budget") and v not in (None, [], ())
+                   and not (k == "total_budget" and not v)}  # 0: the aggressive regime is off
         parts.append(step["name"] + (" (" + ", ".join(f"{k} {v}" for k, v in changed.items()) + ")"
                                      if changed else ""))
     return " + ".join(parts) or "none"

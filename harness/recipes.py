@@ -12,7 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from compressors.hierarchicalprune import HierarchicalPruneParams
 from harness.errors import UsageError, unknown_name_error
+
+_DISTILL_STEPS = HierarchicalPruneParams.distill_steps
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,9 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
               for budget in ("0.2", "0.3")
               for method in ("hierarchicalprune", "depth-last", "depth-uniform", "depth-importance")),
             RecipeRun("hierarchicalprune", ("hierarchicalprune.budget=0.2",)),  # with its default distillation
+            # the baselines followed by the same distillation, so the comparison at 0.20 is fair
+            *(RecipeRun(method, (f"{method}.budget=0.2", f"{method}.distill_steps={_DISTILL_STEPS}"))
+              for method in ("depth-last", "depth-uniform", "depth-importance")),
             RecipeRun("nf4"), RecipeRun("int8"), RecipeRun("torchao-int8"), RecipeRun("torchao-int4"),
             RecipeRun("hierarchicalprune+nf4", ("hierarchicalprune.budget=0.2",)),
         ),

@@ -174,7 +174,7 @@ def run(options: RunOptions) -> Path | None:
     """Run the benchmark; returns the path of results.json on the main process, None on the others."""
     started = time.perf_counter()
     from harness.environment import device_info, git_commit, package_versions
-    from harness.models.footprint import weight_bytes
+    from harness.models.footprint import parameter_count, weight_bytes
     from harness.models.loading import resolve_model
     from harness.results import SCHEMA_VERSION, check_writable, new_run_id, remove_stale_staging, write_run
     from suites.base import MeasurementSuite
@@ -288,7 +288,7 @@ def run(options: RunOptions) -> Path | None:
                   "fingerprint": model.fingerprint, "dtype": base_setup.dtype,
                   "base": model.base,  # a saved compressed model's base model, else None
                   # the transformer as it ran (after the chain): what the leaderboard sizes methods by
-                  "transformer_parameters": sum(p.numel() for p in model.transformer.parameters()),
+                  "transformer_parameters": parameter_count(model.transformer),
                   "transformer_weight_bytes": weight_bytes(model.transformer)},
         "method": {"name": method, "chain": [{"name": c.name, "params": c.resolved_params()} for c in compressors]},
         "suites": suite_records,

@@ -9,7 +9,7 @@ import torch
 from conftest import invoke, read_results, run_args
 
 from compressors.quantize import BitsAndBytes4Bit, BitsAndBytes8Bit, TorchAOInt4, TorchAOInt8
-from harness.models.footprint import weight_bytes
+from harness.models.footprint import parameter_count, weight_bytes
 from harness.models.loading import load_model
 from harness.models.presets import PRESETS
 
@@ -26,8 +26,10 @@ def _image(model) -> np.ndarray:
 def test_quantisers_swap_every_linear_and_shrink_storage(method, bits, max_error):
     model = load_model(PRESETS["tiny-sd3"], weights=None, device="cpu")
     linear_parameters = sum(m.weight.numel() for m in model.transformer.modules() if type(m) is torch.nn.Linear)
+    parameters = parameter_count(model.transformer)
     original = _image(model)
     cost = method().apply(model)
+    assert parameter_count(model.transformer) == parameters  # quantising stores the weights smaller, keeps them all
     assert cost["quantised_linear_layers"] > 0
     assert not any(type(m) is torch.nn.Linear for m in model.transformer.modules()) or method in (TorchAOInt8,
                                                                                                   TorchAOInt4)

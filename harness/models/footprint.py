@@ -21,6 +21,16 @@ def tensor_bytes(tensor: Any) -> int:
     return 0
 
 
+def parameter_count(module: torch.nn.Module) -> int:
+    """The module's parameters counted as the weights they stand for: a bitsandbytes 4-bit parameter packs two
+    values per stored byte, and its original shape is in its quantisation state."""
+    total = 0
+    for parameter in module.parameters():
+        state = getattr(parameter, "quant_state", None)
+        total += state.shape.numel() if state is not None and hasattr(state, "shape") else parameter.numel()
+    return total
+
+
 def weight_bytes(module: torch.nn.Module) -> int:
     """Bytes of everything `module.state_dict()` stores. A submodule carrying `estimated_storage_bytes` (set by a
     quantiser's weight-free estimate on a meta-device model) counts that instead of its own tensors."""

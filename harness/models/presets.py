@@ -22,6 +22,7 @@ from harness.models.tiny import (
 from harness.reference.model import TEXT_TOKENS_T5, build_untrained_pipeline
 from harness.reference.model import TRANSFORMER_CONFIG as REFERENCE_TRANSFORMER
 from harness.reference.model import WEIGHTS_DIR as REFERENCE_WEIGHTS
+from harness.reference.train import TrainConfig as ReferenceTraining
 from harness.reference.world import IMAGE_SIZE
 
 _SD35_LARGE_TRANSFORMER: dict[str, Any] = {
@@ -212,6 +213,7 @@ _SPECS = (
         architecture=build_untrained_pipeline,
         contribution_metric="geneval-shapes/overall",
         quality_suites=("geneval-shapes",),
+        training_lr=ReferenceTraining.lr,
     ),
 )
 

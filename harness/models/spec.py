@@ -53,6 +53,9 @@ class ModelSpec:
     build: Callable[[], Any] | None = field(default=None, compare=False)
     # what `harness analyze` scores removals with unless --metric says otherwise (<suite>/<metric>)
     contribution_metric: str = "hpsv2/overall"
+    # the peak learning rate the model was trained at: distillation's default rate (the release distils SD3.5 at
+    # 1e-4, the rate SD3 was trained at); None: the release's 1e-4
+    training_lr: float | None = None
     # what `--suite quality` means for this model
     quality_suites: tuple[str, ...] = ("geneval", "hpsv2")
     # for weight-free estimates: the other components' "module:Class" and config, or a builder of the whole

@@ -9,8 +9,9 @@ Two stages on an endless stream of rendered scenes (no data set on disk):
 Each stage seeds its own random streams, so the transformer stage does not depend on how many draws the autoencoder
 stage made.
 
-Everything is seeded; a checkpoint (atomic, loaded with weights_only=True) is written every `checkpoint_every` steps,
-and a rerun with the same work folder resumes from it. The log (losses, periodic geneval-shapes scores on a
+Importing this module does not import torch (the model registry reads `TrainConfig.lr`). Everything is seeded; a
+checkpoint (atomic, loaded with weights_only=True) is written every `checkpoint_every` steps, and a rerun with the
+same work folder resumes from it. The log (losses, periodic geneval-shapes scores on a
 stratified prompt subset, device, wall time) is JSONL beside the saved model, with a model card.
 """
 
@@ -27,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.models.families import encode_images, to_model_range
 from harness.reference.judge import autoencoder_agreement
 from harness.reference.model import TEXT_TOKENS_T5, build_untrained_pipeline
 from harness.reference.render import training_batch
@@ -169,6 +169,8 @@ class _Trainer:
     def train_vae(self) -> None:
         import torch
 
+        from harness.models.families import to_model_range
+
         vae, config = self.pipe.vae, self.config
         vae.train()
         while self.step < config.vae_steps:
@@ -210,6 +212,8 @@ class _Trainer:
     def _set_latent_statistics(self) -> None:
         import torch
 
+        from harness.models.families import to_model_range
+
         with torch.no_grad():
             rng = random.Random(self.config.seed + 1)
             latents = torch.cat([self.pipe.vae.encode(to_model_range(training_batch(rng, 64, self.weights)[1],
@@ -222,6 +226,8 @@ class _Trainer:
     def train_transformer(self) -> None:
         import torch
         import torch.nn.functional as F
+
+        from harness.models.families import encode_images
 
         config, pipe = self.config, self.pipe
         params = [p for module in self.trainable for p in module.parameters()]
