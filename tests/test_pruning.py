@@ -221,3 +221,12 @@ def test_aggressive_regime_removes_middle_subcomponents_and_round_trips(dirs, tm
     reloaded = invoke(*run_args(dirs, "--model", str(saved), *fast))
     assert reloaded.returncode == 0, reloaded.stderr
     assert read_results(reloaded.stdout)["metrics"] == read_results(direct.stdout)["metrics"]
+
+
+def test_distillation_rate_defaults_to_the_models_training_rate():
+    from compressors.distill import RELEASE_DISTILL_LR, distill_lr
+    from harness.reference.train import TrainConfig
+
+    assert distill_lr(PruningParams(), PRESETS["reference"]) == TrainConfig().lr
+    assert distill_lr(PruningParams(), PRESETS["sd3.5-medium"]) == RELEASE_DISTILL_LR  # no training rate declared
+    assert distill_lr(PruningParams(distill_lr=5e-4), PRESETS["reference"]) == 5e-4
