@@ -45,8 +45,10 @@ class TrainConfig:
     vae_steps: int = 1200
     vae_batch_size: int = 32
     vae_lr: float = 2e-3
-    steps: int = 5000
-    batch_size: int = 64
+    # twice the updates of batch 64 x 5000 for the same samples: the last model's failures were malformed shapes,
+    # which more optimisation steps per sample address (notes of the retrain in the model card)
+    steps: int = 10000
+    batch_size: int = 32
     lr: float = 1e-3  # peak; linear warm-up, then a cosine to zero at `steps` (a constant rate left the last
     # trained weights noisy and the EMA of them far behind)
     warmup_steps: int = 200
@@ -56,7 +58,7 @@ class TrainConfig:
     # position and colour attribution were never learned in the earlier trials: show them twice as often
     task_weights: tuple[tuple[str, float], ...] = (("single_object", 1.0), ("two_object", 1.0), ("counting", 1.0),
                                                   ("colors", 1.0), ("position", 2.0), ("color_attr", 2.0))
-    eval_every: int = 1000
+    eval_every: int = 2000
     eval_prompts: int = 60
     eval_steps: int = 20
     eval_guidance: float = 2.5
