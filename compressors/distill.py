@@ -31,6 +31,7 @@ from harness.errors import UsageError
 CHECKPOINT_EVERY = 50
 LOG_EVERY = 10
 OUT_WEIGHT = 1.0
+DISTILL_SEED = 0
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
@@ -226,6 +227,9 @@ def distill(model: Any, teacher: Any, removed: list[int], intensity: dict[int, f
         optimizer.load_state_dict(state["optimizer"])
         step, log, seconds = state["step"], json.loads(state["log"]), state["seconds"]
         torch.set_rng_state(state["torch_rng"].cpu())
+    else:  # noise, timesteps and VAE posterior samples come from torch's global generator: seeded here, the result
+        # does not depend on what the process ran before (a recipe and `harness run` distil the same model)
+        torch.manual_seed(DISTILL_SEED + accelerator.process_index)
     pairs = _Pairs(model, teacher, params.distill_data, seed=1000 * step + accelerator.process_index, context=context)
     student.train()
     wrapped, optimizer = accelerator.prepare(student, optimizer)

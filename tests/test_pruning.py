@@ -159,6 +159,21 @@ def test_a_saved_compressed_model_loads_back_and_scores_identically(dirs, tmp_pa
     assert again.returncode == 2 and "is not empty" in again.stderr
 
 
+def test_distillation_does_not_depend_on_what_ran_before_it(tmp_path):
+    from harness.models.loading import load_model
+
+    data = _caption_folder(tmp_path / "data", count=4)
+    weights = []
+    for history in (1, 2):  # the process's global generator in two different states
+        torch.manual_seed(history)
+        torch.randn(history * 10)
+        model = load_model(PRESETS["tiny-sd3"], weights=None, device="cpu")
+        params = PruningParams(blocks=(1,), distill_steps=2, distill_batch_size=2, distill_lr=1e-3, distill_data=data)
+        DepthLast(params, CompressionContext(cache_dir=tmp_path / f"cache{history}", progress=False)).apply(model)
+        weights.append(model.pipeline.transformer.state_dict())
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
 def test_distillation_runs_on_flux_too(tmp_path):
     from harness.models.loading import load_model
 
