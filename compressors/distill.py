@@ -11,7 +11,9 @@ Each kept block trains at learning rate lr * intensity[j] (0 freezes it); the me
 Training pairs: the reference world's renderer for the reference model; for real models `distill_data`, either a
 folder of images with same-named .txt captions, or a .txt prompt list whose images the teacher draws (cached).
 Runs under `accelerate` (one process per GPU with `accelerate launch`; one CPU process otherwise), with a checkpoint
-every `CHECKPOINT_EVERY` steps in the cache that a rerun resumes from.
+every `CHECKPOINT_EVERY` steps in the cache that a rerun resumes from. One process resumes exactly where it stopped
+(weights, optimiser, and its random streams: torch's CPU and CUDA generators and the pairs' stream), so an interrupted
+distillation ends with the same weights as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import numpy as np
 from harness.errors import UsageError
 
 CHECKPOINT_EVERY = 50
+CHECKPOINT_FORMAT = 2  # part of the work folder's name: a checkpoint of another format is never read
 LOG_EVERY = 10
 OUT_WEIGHT = 1.0
 DISTILL_SEED = 0
@@ -215,22 +218,30 @@ def distill(model: Any, teacher: Any, removed: list[int], intensity: dict[int, f
         if isinstance(module, torch.nn.Module) and name != "transformer":
             module.requires_grad_(False)
 
-    identity = json.dumps({"model": model.fingerprint, "removed": removed, "intensity": intensity,
-                           "params": {k: str(v) for k, v in vars(params).items()}, "embedders": train_embedders},
-                          sort_keys=True)
+    identity = json.dumps({"checkpoint_format": CHECKPOINT_FORMAT, "model": model.fingerprint, "removed": removed,
+                           "intensity": intensity, "params": {k: str(v) for k, v in vars(params).items()},
+                           "embedders": train_embedders}, sort_keys=True)
     work = context.cache_dir / "distill" / hashlib.sha256(identity.encode()).hexdigest()[:16]
     checkpoint = work / "checkpoint.pt"
-    step, log, seconds = 0, [], 0.0
+    step, log, seconds, state = 0, [], 0.0, None
     if checkpoint.is_file():
         state = torch.load(checkpoint, weights_only=True, map_location=model.device)
         student.load_state_dict(state["student"])
         optimizer.load_state_dict(state["optimizer"])
         step, log, seconds = state["step"], json.loads(state["log"]), state["seconds"]
-        torch.set_rng_state(state["torch_rng"].cpu())
-    else:  # noise, timesteps and VAE posterior samples come from torch's global generator: seeded here, the result
-        # does not depend on what the process ran before (a recipe and `harness run` distil the same model)
+    pairs = _Pairs(model, teacher, params.distill_data, seed=DISTILL_SEED + accelerator.process_index, context=context)
+    # Noise, timesteps and VAE posterior samples come from torch's global generators: seeded here, the result does
+    # not depend on what the process ran before (a recipe and `harness run` distil the same model).
+    if state is None:
         torch.manual_seed(DISTILL_SEED + accelerator.process_index)
-    pairs = _Pairs(model, teacher, params.distill_data, seed=1000 * step + accelerator.process_index, context=context)
+    elif accelerator.is_main_process:  # the checkpoint holds this process's streams: it goes on exactly
+        torch.set_rng_state(state["torch_rng"].cpu())
+        if state["cuda_rng"] is not None and model.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), model.device)
+        pairs.rng.setstate(state["pairs_rng"])
+    else:  # the other processes' streams are not saved: fresh ones, distinct from every process's earlier draws
+        torch.manual_seed(DISTILL_SEED + 1000 * step + accelerator.process_index)
+        pairs.rng.seed(DISTILL_SEED + 1000 * step + accelerator.process_index)
     student.train()
     wrapped, optimizer = accelerator.prepare(student, optimizer)
     scheduler = FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config)
@@ -278,7 +289,9 @@ def distill(model: Any, teacher: Any, removed: list[int], intensity: dict[int, f
                 buffer = io.BytesIO()
                 torch.save({"student": accelerator.unwrap_model(wrapped).state_dict(),
                             "optimizer": optimizer.state_dict(), "step": step, "log": json.dumps(log),
-                            "seconds": seconds, "torch_rng": torch.get_rng_state()}, buffer)
+                            "seconds": seconds, "torch_rng": torch.get_rng_state(),
+                            "cuda_rng": torch.cuda.get_rng_state(model.device) if model.device.type == "cuda" else None,
+                            "pairs_rng": pairs.rng.getstate()}, buffer)
                 write_atomic(checkpoint, buffer.getvalue())
     finally:
         bar.close()

@@ -174,6 +174,37 @@ def test_distillation_does_not_depend_on_what_ran_before_it(tmp_path):
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
+def test_an_interrupted_distillation_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    import compressors.distill as distill
+    from harness.models.loading import load_model
+
+    monkeypatch.setattr(distill, "CHECKPOINT_EVERY", 2)
+    data = _caption_folder(tmp_path / "data", count=4)
+    params = PruningParams(blocks=(1,), distill_steps=5, distill_batch_size=2, distill_lr=1e-3, distill_data=data)
+
+    def distilled(cache: str) -> dict[str, torch.Tensor]:
+        model = load_model(PRESETS["tiny-sd3"], weights=None, device="cpu")
+        DepthLast(params, CompressionContext(cache_dir=tmp_path / cache, progress=False)).apply(model)
+        return model.pipeline.transformer.state_dict()
+
+    uninterrupted = distilled("once")
+    real_next, calls = distill._Pairs.next, []
+
+    def interrupted_next(self, size):  # the 4th batch never comes: stopped after the step-2 checkpoint
+        calls.append(size)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real_next(self, size)
+
+    monkeypatch.setattr(distill._Pairs, "next", interrupted_next)
+    with pytest.raises(KeyboardInterrupt):
+        distilled("twice")
+    assert list((tmp_path / "twice" / "distill").glob("*/checkpoint.pt"))
+    monkeypatch.setattr(distill._Pairs, "next", real_next)
+    resumed = distilled("twice")
+    assert all(torch.equal(uninterrupted[k], resumed[k]) for k in uninterrupted)
+
+
 def test_distillation_runs_on_flux_too(tmp_path):
     from harness.models.loading import load_model
 
