@@ -247,7 +247,7 @@ def test_samples_per_prompt_and_params_from_the_command_line(tmp_path):
 
 
 def test_a_metadata_file_replaces_the_benchmark(tmp_path):
-    metadata = [make_metadata("counting", ("cross",), count=3), make_metadata("single_object", ("circle",)),
+    metadata = [make_metadata("counting", ("triangle",), count=3), make_metadata("single_object", ("circle",)),
                 make_metadata("colors", ("square",), ("blue",)), make_metadata("counting", ("circle",), count=2)]
     path = tmp_path / "mine.jsonl"
     write_metadata_jsonl(metadata, path)
@@ -275,7 +275,7 @@ def good_line(**change: Any) -> str:
     (f"{good_line()}\n{good_line(extra=1)}\n".encode(), ":2: not a GenEval metadata line: metadata has unknown key"),
     (f"{good_line(prompt='')}\n".encode(), ':1: metadata lacks a non-empty "prompt" string'),
     (f"{good_line(include=[{'class': 'dog', 'count': 1}])}\n".encode(),
-     ":1: class 'dog' does not exist in the shapes world (its classes: circle, square, triangle, cross)"),
+     ":1: class 'dog' does not exist in the shapes world (its classes: circle, square, triangle)"),
     (f"{good_line()}\n{good_line(include=[{'class': 'circle', 'count': 1, 'color': 'purple'}])}\n".encode(),
      ":2: colour 'purple' does not exist in the shapes world (its colours: red, green, blue, yellow, white, black)"),
 ])

@@ -93,8 +93,8 @@ def test_benchmark_prompt_set(tmp_path) -> None:
     assert Counter(tags) == world.BENCHMARK_TAG_COUNTS
     assert list(dict.fromkeys(tags)) == list(world.BENCHMARK_TAG_COUNTS)  # grouped, in GenEval's order
     assert world.benchmark_metadata() == bench and world.benchmark_metadata(seed=1) != bench
-    # Duplicates only where the world has too few prompts (4 shapes, 6 colours, 3 counts, 4 relations), evenly.
-    distinct = {"single_object": 4, "two_object": 12, "counting": 12, "colors": 24, "position": 48, "color_attr": 100}
+    # Duplicates only where the world has too few prompts (3 shapes, 6 colours, 3 counts, 4 relations), evenly.
+    distinct = {"single_object": 3, "two_object": 6, "counting": 9, "colors": 18, "position": 24, "color_attr": 100}
     for tag in world.BENCHMARK_TAG_COUNTS:
         counts = Counter(json.dumps(m) for m in bench if m["tag"] == tag)
         assert len(counts) == distinct[tag]

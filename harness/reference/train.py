@@ -180,7 +180,7 @@ class _Trainer:
             x = to_model_range(images, self.device)
             posterior = vae.encode(x).latent_dist
             reconstruction = vae.decode(posterior.sample()).sample
-            # object outlines weigh 5x: a blurred triangle tip or cross arm is what makes the judge miss a shape
+            # object outlines weigh 5x: a blurred triangle tip is what makes the judge miss a shape
             weight = 1 + 4 * _edges(x)
             error = (reconstruction - x).square() + 0.5 * (reconstruction - x).abs()
             loss = (weight * error).mean() / weight.mean() + 1e-6 * posterior.kl().mean()
