@@ -17,7 +17,7 @@ from suites.geneval_rules import Detection
 
 _REFERENCE = np.array([PALETTE[c] for c in COLORS] + [BACKGROUND], np.float32)  # index len(COLORS) = background
 MAX_COLOR_DISTANCE = 100.0  # RGB distance beyond which a pixel is no colour at all (mixtures, artefacts)
-MIN_AREA = 40  # pixels; the smallest world object (a 16 px triangle) has about 136
+MIN_AREA = 40  # pixels; the smallest world object (a 20 px triangle) has 220
 # Template IoU from which a shape scores 1, and at which it scores 0. Renders blurred with sigma 1 px keep IoU
 # >= 0.83 (triangles, whose apex erodes, are the lowest; other shapes >= 0.93); distinct clean shapes overlap <= 0.8.
 FULL_SCORE_IOU = 0.85
