@@ -3,7 +3,7 @@
 scoring), from a cold image cache, through `harness run` in a subprocess as a user runs it. Required: at most
 5 minutes (exit status 1 otherwise).
 
-Usage: python benchmarks/bench_geneval_shapes.py [--batch-size 16]
+Usage: python benchmarks/bench_geneval_shapes.py [--batch-size N]  (default: the model's, 16)
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ LIMIT_MINUTES = 5.0
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the model's, as `harness run` uses it")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
         result = subprocess.run([sys.executable, "-m", "harness", "run", "--model", "reference", "--suite",
-                                 "geneval-shapes", "--batch-size", str(args.batch_size), "--no-progress",
+                                 "geneval-shapes", *(["--batch-size", str(args.batch_size)] if args.batch_size else []),
+                                 "--no-progress",
                                  "--cache-dir", f"{folder}/cache", "--output-dir", f"{folder}/runs"],
                                 capture_output=True, text=True)
         minutes = (time.perf_counter() - started) / 60

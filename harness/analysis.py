@@ -41,7 +41,7 @@ class AnalyzeOptions:
     seed_mode: str = "per-image"
     device: str | None = None
     dtype: str | None = None
-    batch_size: int = 4
+    batch_size: int | None = None  # None: the model's (ModelSpec.batch_size)
     cache_dir: Path = field(default_factory=default_cache_dir)
     output_dir: Path | None = None  # default: <cache_dir>/analysis/<model>-<digest>
     settings: list[str] = field(default_factory=list)
@@ -161,6 +161,7 @@ def analyze(options: AnalyzeOptions) -> Path:
 
     _, model, _ = open_model(options.model, options.weights, options.device, options.dtype)
     sampling = override_params(model.spec.sampling, settings["sampling"], "sampling")
+    options = dataclasses.replace(options, batch_size=options.batch_size or model.spec.batch_size)
     cache = ImageCache(options.cache_dir)
     base = GenerationSetup.for_model(model, sampling, options.seed_mode, options.seed)  # type: ignore[arg-type]
     identity = json.dumps({"setup": base.digest(), "metric": metric_key, "granularity": options.granularity,

@@ -194,7 +194,8 @@ def _add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed-mode", choices=SEED_MODES, default="per-image",
                         help="per-image: a seed per (prompt, sample); per-prompt: one generator per prompt seeded "
                         "with --seed, as GenEval's and HierarchicalPrune's scripts do (default: per-image)")
-    parser.add_argument("--batch-size", type=_positive_int, default=4, help="images per batch (default: 4)")
+    parser.add_argument("--batch-size", type=_positive_int, default=None,
+                        help="images per batch (default: the model's: 16 for the reference model, else 4)")
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help=f"image cache (default: $HARNESS_CACHE_DIR or {default_cache_dir()})")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -36,7 +36,7 @@ class RunOptions:
     seed_mode: str = "per-image"
     device: str | None = None
     dtype: str | None = None
-    batch_size: int = 4
+    batch_size: int | None = None  # None: the model's (ModelSpec.batch_size)
     output_dir: Path = Path("results/runs")
     cache_dir: Path = field(default_factory=default_cache_dir)
     settings: list[str] = field(default_factory=list)
@@ -201,6 +201,7 @@ def run(options: RunOptions) -> Path | None:
         remove_stale_staging(options.output_dir)
     spec = model.spec  # a Hub repo's family is known once its index is read
     sampling = override_params(spec.sampling, settings["sampling"], "sampling")
+    options = dataclasses.replace(options, batch_size=options.batch_size or spec.batch_size)
     cache = ImageCache(options.cache_dir)
     base_setup = GenerationSetup.for_model(model, sampling, options.seed_mode, options.seed)
     stats = GenerationStats()

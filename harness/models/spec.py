@@ -58,6 +58,8 @@ class ModelSpec:
     training_lr: float | None = None
     # what `--suite quality` means for this model
     quality_suites: tuple[str, ...] = ("geneval", "hpsv2")
+    # images per pipeline call unless --batch-size says otherwise
+    batch_size: int = 4
     # for weight-free estimates: the other components' "module:Class" and config, or a builder of the whole
     # (untrained) pipeline for models small enough to build
     component_configs: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict, compare=False)
