@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,28 +67,41 @@ def bootstrap_change(run: Run, baseline: Run, key: str, samples: int = BOOTSTRAP
                      level: float = 0.95) -> tuple[float, float] | None:
     """The `level` interval of (run - baseline) for `key` from a paired bootstrap over the prompts both runs
     scored, or None when the suite has no per-image records (measurement suites) or the runs share no prompts."""
+    return bootstrap_interval([run, baseline], key, lambda v: v[0] - v[1], samples, seed, level)
+
+
+def bootstrap_interval(runs: list[Run], key: str, statistic: Callable[[list[float]], float],
+                       samples: int = BOOTSTRAP_SAMPLES, seed: int = 0,
+                       level: float = 0.95) -> tuple[float, float] | None:
+    """The `level` interval of `statistic(values of key in each run)` from a paired bootstrap over the prompts
+    every run scored: each resample draws prompts with replacement and recomputes the metric of every run from
+    the same prompts' per-image records. None when the suite has no per-image records or the runs share no
+    prompts; resamples where the statistic is not finite are left out."""
     from harness.registry import SUITES
 
     suite_name, _, metric = key.partition("/")
     if suite_name not in SUITES.names():
         return None
     suite = SUITES.get(suite_name)()
-    ours, theirs = _by_prompt(run.suite_records(suite_name)), _by_prompt(baseline.suite_records(suite_name))
-    prompts = sorted(set(ours) & set(theirs))
+    grouped = [_by_prompt(run.suite_records(suite_name)) for run in runs]
+    prompts = sorted(set.intersection(*(set(g) for g in grouped)))
     if not prompts:
         return None
     rng = random.Random(seed)
-    changes = []
+    values = []
     for _ in range(samples):
         chosen = [rng.choice(prompts) for _ in prompts]
-        a = suite.aggregate([r for p in chosen for r in ours[p]]).get(metric)
-        b = suite.aggregate([r for p in chosen for r in theirs[p]]).get(metric)
-        if a is None or b is None or not (math.isfinite(a) and math.isfinite(b)):
+        metrics = [suite.aggregate([r for p in chosen for r in g[p]]).get(metric) for g in grouped]
+        if any(m is None or not math.isfinite(m) for m in metrics):
             return None
-        changes.append(a - b)
-    changes.sort()
+        value = statistic([float(m) for m in metrics if m is not None])
+        if math.isfinite(value):
+            values.append(value)
+    if not values:
+        return None
+    values.sort()
     tail = (1 - level) / 2
-    return changes[int(tail * (samples - 1))], changes[int(math.ceil((1 - tail) * (samples - 1)))]
+    return values[int(tail * (len(values) - 1))], values[int(math.ceil((1 - tail) * (len(values) - 1)))]
 
 
 def bootstrap_drop(run: Run, baseline: Run, key: str, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0,

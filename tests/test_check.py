@@ -93,3 +93,23 @@ def test_runs_of_other_prompts_are_refused(tmp_path, runs):
     result = invoke("check", str(fewer), "--baseline", str(runs["base"]), "--max-drop", "fidelity/ssim=0.1")
     assert result.returncode == 2
     assert "not the same prompts and samples" in result.stderr and "--limit" in result.stderr
+
+
+def test_recovery_benchmark_reads_three_runs(runs):
+    """benchmarks/bench_distill_recovery.py: a 'distilled' run identical to the base recovered all of the drop
+    (exit 0), one identical to the pruned run none of it (exit 1)."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_distill_recovery.py"
+
+    def recovery(distilled: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, str(script), str(runs["base"]), str(runs["pruned"]),
+                               str(runs[distilled]), "--metric", "fidelity/ssim", "--resamples", "200"],
+                              capture_output=True, text=True, timeout=300)
+
+    full, none = recovery("again"), recovery("pruned")
+    assert full.returncode == 0, full.stdout + full.stderr
+    assert "recovered 100.0% (95% CI 100.0% to 100.0%" in full.stdout
+    assert none.returncode == 1, none.stdout + none.stderr
+    assert "recovered 0.0% (95% CI 0.0% to 0.0%" in none.stdout
