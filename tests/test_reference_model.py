@@ -51,9 +51,10 @@ def test_weights_log_and_card_are_committed():
 def test_geneval_shapes_sees_the_last_third_removed_and_check_gates_it(dirs):
     """depth-last at budget 0.30 removes blocks 7-10 of 12 (the last third but the final block): without recovery
     overall drops by at least 0.15, `harness check` fails it against the base run and passes a rerun of the base."""
-    common = ["--model", "reference", "--suite", "geneval-shapes", "--limit", "120", "--batch-size", "16"]
+    common = ["--model", "reference", "--suite", "geneval-shapes", "--limit", "120"]
     base = invoke(*run_args(dirs, *common))
     assert base.returncode == 0, base.stderr
+    assert read_results(base.stdout)["generation"]["batch_size"] == 16  # the reference model's own default
     pruned = invoke(*run_args(dirs, *common, "--method", "depth-last", "--set", "depth-last.budget=0.3"))
     assert pruned.returncode == 0, pruned.stderr
     assert read_results(pruned.stdout)["compression"]["steps"][0]["cost"]["removed_blocks"] == [7, 8, 9, 10]
@@ -64,3 +65,22 @@ def test_geneval_shapes_sees_the_last_third_removed_and_check_gates_it(dirs):
     gate = ["--baseline", base.stdout.strip().splitlines()[-1], "--max-drop", "geneval-shapes/overall=0.05"]
     assert invoke("check", pruned.stdout.strip().splitlines()[-1], *gate).returncode == 1
     assert invoke("check", rerun.stdout.strip().splitlines()[-1], *gate).returncode == 0
+
+
+def test_committed_results_come_from_the_committed_model_and_cover_every_method():
+    """results/ must not go stale: every committed run (and the CI baseline) names the fingerprint of the weights
+    committed now, every registered method has a run, and the committed leaderboard has a row for each run."""
+    from conftest import REPO
+
+    from harness.models.loading import _hash_folder
+    from harness.registry import COMPRESSORS
+
+    fingerprint = _hash_folder(WEIGHTS_DIR)
+    runs = [json.loads(p.read_text()) for p in sorted((REPO / "results" / "reference" / "runs").glob("*/results.json"))]
+    baseline = json.loads((REPO / "results" / "ci-baseline" / "results.json").read_text())
+    stale = [r["run_id"] for r in [*runs, baseline] if r["model"]["fingerprint"] != fingerprint]
+    assert not stale, f"made with other weights than the committed ones: {stale}; rerun the recipe (results/README.md)"
+    assert set(COMPRESSORS.names()) <= {name for r in runs for name in r["method"]["name"].split("+")}
+    leaderboard = (REPO / "results" / "LEADERBOARD.md").read_text()
+    rows = [line for line in leaderboard.splitlines() if line.startswith("| ") and not line.startswith("| method ")]
+    assert len(rows) == len(runs)  # one row per committed run: the page was generated from these runs
