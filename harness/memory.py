@@ -4,7 +4,10 @@
 - `reserved`: the caching allocator's peak holding (`max_memory_reserved`), what must fit on the card;
 - `nvml`: this process's peak as the driver sees it (CUDA context and non-torch allocations included), sampled in a
   background thread through NVML (nvidia-ml-py);
-- `rss`: the process's peak resident set on the host, sampled the same way (the CPU figure).
+- `rss`: the process's peak resident set on the host (the CPU figure). On Linux it is the kernel's own high-water
+  mark (VmHWM), reset at the start of the phase through /proc/self/clear_refs, so a peak shorter than any sampling
+  interval still counts (a large numpy or torch allocation can hold the GIL long enough to hide from a sampler
+  thread). Elsewhere it is sampled in the background thread.
 A figure that cannot be had is None, with the reason in `unavailable`.
 """
 
@@ -17,6 +20,36 @@ from types import TracebackType
 from typing import Any
 
 SAMPLE_SECONDS = 0.005
+_PROC_STATUS = "/proc/self/status"
+_PROC_CLEAR_REFS = "/proc/self/clear_refs"
+_ACTIVE: list[PeakMemory] = []  # trackers inside their phase: a reset of the kernel's mark must not lose their peak
+
+
+def _kernel_peak_rss() -> int | None:
+    """This process's resident-set high-water mark in bytes (VmHWM), or None where the kernel does not report it."""
+    try:
+        with open(_PROC_STATUS) as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _reset_kernel_peak_rss() -> bool:
+    """Set VmHWM back to the current resident set (Linux >= 4.0); False where that cannot be done."""
+    peak = _kernel_peak_rss()
+    if peak is None:
+        return False
+    for tracker in _ACTIVE:  # an enclosing phase keeps the peak it has seen so far
+        tracker.rss = max(tracker.rss or 0, peak)
+    try:
+        with open(_PROC_CLEAR_REFS, "w") as clear_refs:
+            clear_refs.write("5")
+    except OSError:
+        return False
+    return True
 
 
 def _nvml_process_memory(device_index: int) -> tuple[Any, str | None]:
@@ -82,7 +115,9 @@ class PeakMemory:
         else:
             reason = f"no CUDA device (ran on {self.device.type})"
             self.unavailable.update({"allocated": reason, "reserved": reason, "nvml": reason})
+        self._kernel_rss = _reset_kernel_peak_rss()
         self.rss = self._process.memory_info().rss
+        _ACTIVE.append(self)
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
         return self
@@ -93,7 +128,8 @@ class PeakMemory:
             time.sleep(SAMPLE_SECONDS)
 
     def _read_once(self) -> None:
-        self.rss = max(self.rss or 0, self._process.memory_info().rss)
+        peak = _kernel_peak_rss() if self._kernel_rss else None
+        self.rss = max(self.rss or 0, peak or 0, self._process.memory_info().rss)
         if self._nvml_read is not None:
             try:
                 used = self._nvml_read()
@@ -114,6 +150,7 @@ class PeakMemory:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+        _ACTIVE.remove(self)
         if self._nvml_read is not None and self.nvml is None:
             self.unavailable["nvml"] = "this process is not in NVML's process list (a container PID namespace?)"
 

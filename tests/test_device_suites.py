@@ -81,3 +81,14 @@ def test_peak_rss_sees_an_allocation():
         del block
     assert phase.rss - baseline.rss > 48 * 1024 * 1024
     assert phase.allocated is None and "allocated" in phase.unavailable
+
+
+def test_a_nested_phase_does_not_erase_the_enclosing_peak():
+    import numpy as np
+
+    with PeakMemory("cpu") as outer:
+        block = np.ones(64 * 1024 * 1024 // 8)
+        del block
+        with PeakMemory("cpu") as inner:
+            pass
+    assert outer.rss - inner.rss > 48 * 1024 * 1024
