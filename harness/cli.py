@@ -128,8 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     recipe = commands.add_parser(
         "recipe", help="run a named comparison (several methods, several suites) and build its leaderboard",
         description="Run every entry of a recipe through `harness run` (cached and resumable: rerun the same command "
-        "after an interruption) and write the leaderboard of --output-dir. Recipes: sd3.5-large-turbo-paper (the "
-        "HierarchicalPrune table on your GPU), reference-table (every method on the reference model).",
+        "after an interruption; runs already in --output-dir are skipped) and write the leaderboard of --output-dir. "
+        "Recipes: sd3.5-large-turbo-paper (the HierarchicalPrune table on your GPU), reference-table (every method on "
+        "the reference model).",
     )
     recipe.add_argument("name", help="the recipe")
     recipe.add_argument("--dry-run", action="store_true",

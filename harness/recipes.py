@@ -1,7 +1,8 @@
 """Recipes: a named list of runs that together reproduce a comparison, ending in the leaderboard.
 
-`harness recipe NAME` runs each entry through `harness run` (every image and every distilled model is cached, so
-an interrupted recipe resumes where it stopped) and then writes the leaderboard of its output folder.
+`harness recipe NAME` runs each entry through `harness run` and then writes the leaderboard of its output folder.
+An interrupted recipe resumes where it stopped: an entry already measured in the output folder (same weights,
+settings and device type) is skipped, and every image and distilled model of the others is cached.
 `--dry-run` prints the plan instead: each run's command, its images per suite, and the weights it needs on the GPU
 (from `harness estimate`: weights only; activations come on top).
 """
@@ -148,5 +149,6 @@ def run_recipe(recipe: Recipe, limit: int | None, extra: list[str], output_dir: 
         run(RunOptions(model=recipe.model, methods=entry.method.split("+"), suites=list(recipe.suites), limit=limit,
                        seed_mode=recipe.seed_mode, device=device, batch_size=recipe.batch_size,
                        output_dir=output_dir / "runs", cache_dir=cache_dir,
-                       settings=[*recipe.settings, *entry.settings, *extra], progress=progress))
+                       settings=[*recipe.settings, *entry.settings, *extra], progress=progress,
+                       skip_finished=True))
     return write(output_dir)

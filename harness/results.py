@@ -115,6 +115,25 @@ def remove_stale_staging(output_dir: Path) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
+def run_identity(results: dict[str, Any]) -> str:
+    """What makes two runs the same measurement: the weights, the resolved method chain, each suite's resolved
+    parameters, sampling and sample count, the seeds and the device type; not when they ran or how they were batched."""
+    return json.dumps(json_safe({
+        "model": [results["model"]["fingerprint"], results["model"]["dtype"]],
+        "method": results["method"]["chain"],
+        "suites": {name: [s["params"], s["sampling"], s["samples_requested"]] for name, s in results["suites"].items()},
+        "seeds": [results["generation"]["seed_mode"], results["generation"]["base_seed"]],
+        "device": results["device"]["type"]}), sort_keys=True)
+
+
+def find_finished_run(output_dir: Path, identity: str) -> Path | None:
+    """The results.json of a finished run in `output_dir` whose `run_identity` is `identity`, if there is one."""
+    for path in sorted(Path(output_dir).glob(f"*/{RESULTS_FILE}")):
+        if run_identity(from_json_safe(json.loads(path.read_text()))) == identity:
+            return path
+    return None
+
+
 def load_results(path: Path) -> dict[str, Any]:
     """Read a results.json (or its run folder), checking the schema version."""
     from harness.errors import UsageError

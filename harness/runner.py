@@ -41,6 +41,9 @@ class RunOptions:
     cache_dir: Path = field(default_factory=default_cache_dir)
     settings: list[str] = field(default_factory=list)
     progress: bool = True
+    # return an identical finished run in output_dir (same weights, chain, suites, seeds, device type) instead of
+    # measuring it again: what lets an interrupted recipe resume without duplicate rows
+    skip_finished: bool = False
 
 
 def _distributed_state(device: str | None) -> Any:
@@ -176,7 +179,15 @@ def run(options: RunOptions) -> Path | None:
     from harness.environment import device_info, git_commit, package_versions
     from harness.models.footprint import parameter_count, weight_bytes
     from harness.models.loading import resolve_model
-    from harness.results import SCHEMA_VERSION, check_writable, new_run_id, remove_stale_staging, write_run
+    from harness.results import (
+        SCHEMA_VERSION,
+        check_writable,
+        find_finished_run,
+        new_run_id,
+        remove_stale_staging,
+        run_identity,
+        write_run,
+    )
     from suites.base import MeasurementSuite
 
     requested_spec = resolve_model(options.model)
@@ -205,6 +216,19 @@ def run(options: RunOptions) -> Path | None:
     cache = ImageCache(options.cache_dir)
     base_setup = GenerationSetup.for_model(model, sampling, options.seed_mode, options.seed)
     stats = GenerationStats()
+    method = {"name": "+".join(options.methods),
+              "chain": [{"name": c.name, "params": c.resolved_params()} for c in compressors]}
+    planned_suites = {suite.name: {"params": suite.resolved_params(), "sampling": sampling.as_dict(),
+                                   "samples_requested": len(requests[suite.name])} for suite in suites}
+    if options.skip_finished:
+        finished = find_finished_run(options.output_dir, run_identity({
+            "model": {"fingerprint": model.fingerprint, "dtype": base_setup.dtype}, "method": method,
+            "suites": planned_suites, "generation": {"seed_mode": options.seed_mode, "base_seed": options.seed},
+            "device": {"type": model.device.type}}))
+        if finished is not None:
+            if state.is_main_process:
+                print(f"harness: {method['name']} already measured in {finished.parent}: skipped", file=sys.stderr)
+            return finished if state.is_main_process else None
 
     def generate_all(source: Any, setup: GenerationSetup, suite_names: list[str], label: str) -> None:
         from harness.generation import generate
@@ -237,7 +261,6 @@ def run(options: RunOptions) -> Path | None:
     if not state.is_main_process:
         return None
 
-    method = "+".join(options.methods)
     metrics: dict[str, Any] = {}
     details: dict[str, Any] = {}
     suite_records: dict[str, Any] = {}
@@ -261,9 +284,7 @@ def run(options: RunOptions) -> Path | None:
             details[key] = {**value.as_dict(), "unit": declared[metric_name].unit,
                             "higher_is_better": declared[metric_name].higher_is_better}
         suite_records[suite.name] = {
-            "params": suite.resolved_params(),
-            "sampling": sampling.as_dict(),
-            "samples_requested": len(requests[suite.name]),
+            **planned_suites[suite.name],
             "samples_scored": len(samples),
             "notes": result.notes,
             "artifacts": [f"{suite.name}-{name}" for name in result.artifacts],
@@ -279,7 +300,7 @@ def run(options: RunOptions) -> Path | None:
                 record["reference_image"] = str(references[index].path)
             records.append(record)
 
-    run_id = new_run_id(spec.name, method)
+    run_id = new_run_id(spec.name, method["name"])
     results = {
         "schema_version": SCHEMA_VERSION,
         "run_id": run_id,
@@ -291,7 +312,7 @@ def run(options: RunOptions) -> Path | None:
                   # the transformer as it ran (after the chain): what the leaderboard sizes methods by
                   "transformer_parameters": parameter_count(model.transformer),
                   "transformer_weight_bytes": weight_bytes(model.transformer)},
-        "method": {"name": method, "chain": [{"name": c.name, "params": c.resolved_params()} for c in compressors]},
+        "method": method,
         "suites": suite_records,
         "metrics": metrics,
         "metric_details": details,

@@ -77,3 +77,30 @@ def test_load_results_restores_infinities(dirs):
     assert proc.returncode == 0, proc.stderr
     loaded = load_results(Path(proc.stdout.strip().splitlines()[-1]))
     assert loaded["metrics"]["fidelity/psnr"] == float("inf")
+
+
+def test_an_interrupted_recipe_resumes_without_measuring_a_finished_run_again(dirs, capsys):
+    """A rerun recipe skips the entries already in its output folder (no duplicate leaderboard rows); a changed
+    setting, or other weights, is a new measurement."""
+    from harness.recipes import Recipe, RecipeRun, run_recipe
+    from harness.results import find_finished_run, run_identity
+
+    recipe = Recipe(name="resume-test", description="", model="tiny-sd3", suites=("fidelity",),
+                    runs=(RecipeRun("none"), RecipeRun("depth-last", ("depth-last.budget=0.3",
+                                                                       "depth-last.distill_steps=0"))))
+
+    def resume(limit: int) -> list[Path]:
+        run_recipe(recipe, limit, [], dirs["out"], dirs["cache"], "cpu", progress=False)
+        return sorted(dirs["out"].glob("runs/*/results.json"))
+
+    first = resume(2)
+    assert len(first) == 2
+    assert resume(2) == first  # nothing measured again
+    assert "already measured" in capsys.readouterr().err
+    third = resume(3)
+    assert len(third) == 4 and set(first) < set(third)  # --limit changes the sample count: new runs
+
+    finished = load_results(first[0])
+    assert find_finished_run(dirs["out"] / "runs", run_identity(finished)) == first[0]
+    other_weights = {**finished, "model": {**finished["model"], "fingerprint": "sha256:other"}}
+    assert find_finished_run(dirs["out"] / "runs", run_identity(other_weights)) is None
