@@ -18,16 +18,20 @@ stratified prompt subset, device, wall time) is JSONL beside the saved model, wi
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import io
 import json
 import math
+import os
 import platform
 import random
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.errors import UsageError
 from harness.reference.judge import autoencoder_agreement
 from harness.reference.model import TEXT_TOKENS_T5, build_untrained_pipeline
 from harness.reference.render import training_batch
@@ -368,9 +372,24 @@ Training configuration: `{json.dumps(dataclasses.asdict(config))}`. The full log
     (out / "README.md").write_text(card)
 
 
+def check_can_compile(config: TrainConfig, device: str) -> None:
+    """torch.compile fails deep inside the first compiled step when its compiler is missing: say so before any work."""
+    if not config.compile:
+        return
+    if device.startswith("cuda"):
+        needed, found = "Triton", importlib.util.find_spec("triton") is not None
+    else:
+        compilers = (os.environ.get("CXX") or "c++", "g++", "clang++")
+        needed, found = "a C++ compiler (c++, g++ or clang++)", any(shutil.which(c) for c in compilers)
+    if not found:
+        raise UsageError(f"compile=true (the default) needs {needed} on {device}, and none was found: install one, "
+                         "or train eagerly with --set compile=false")
+
+
 def train(out: Path, work: Path, config: TrainConfig = TrainConfig(), device: str = "cpu",
           progress: bool = True) -> Path:
     """Train (or resume) and save the reference pipeline into `out`; returns `out`."""
+    check_can_compile(config, device)
     out.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
     trainer = _Trainer(out, work, config, device, progress)
