@@ -138,10 +138,11 @@ def test_cuda_requested_without_cuda(dirs):
 
 
 def test_reference_training_without_a_compiler_names_the_eager_fallback(tmp_path, monkeypatch):
-    """The default compiled training step needs a C++ compiler on the CPU: its absence is reported before any work."""
+    """A compiled training step needs a C++ compiler on the CPU: its absence is reported before any work."""
     monkeypatch.setenv("PATH", str(tmp_path))  # no c++, g++ or clang++ on it
     monkeypatch.delenv("CXX", raising=False)
     out = tmp_path / "out"
-    proc = invoke("reference", "train", "--out", str(out), "--work-dir", str(tmp_path / "work"), "--device", "cpu")
-    assert_usage_error(proc, "compile=true (the default) needs a C++ compiler", "--set compile=false")
+    proc = invoke("reference", "train", "--out", str(out), "--work-dir", str(tmp_path / "work"), "--device", "cpu",
+                  "--set", "compile=true")
+    assert_usage_error(proc, "compile=true needs a C++ compiler", "--set compile=false")
     assert not out.exists()

@@ -384,8 +384,8 @@ def check_can_compile(config: TrainConfig, device: str) -> None:
         compilers = (os.environ.get("CXX") or "c++", "g++", "clang++")
         needed, found = "a C++ compiler (c++, g++ or clang++)", any(shutil.which(c) for c in compilers)
     if not found:
-        raise UsageError(f"compile=true (the default) needs {needed} on {device}, and none was found: install one, "
-                         "or train eagerly with --set compile=false")
+        raise UsageError(f"compile=true needs {needed} on {device}, and none was found: install one, or train "
+                         "eagerly with --set compile=false")
 
 
 def train(out: Path, work: Path, config: TrainConfig = TrainConfig(), device: str = "cpu",
