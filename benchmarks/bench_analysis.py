@@ -40,14 +40,14 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from harness.analysis import AnalyzeOptions, ablations_for, analyze
-    from harness.generation import ImageRequest, image_seed, to_uint8
+    from harness.commands.analyze import AnalyzeOptions, analyze
+    from harness.generation import ImageRequest, Sample, image_seed, to_uint8
     from harness.metrics import lookup
     from harness.models.families import call_kwargs
     from harness.models.loading import load_model, resolve_model
     from harness.models.surgery import skip
+    from harness.ranking import ablations_for
     from harness.registry import SUITES
-    from suites.base import Sample
 
     spec = resolve_model(args.model)
     metric = args.metric or spec.contribution_metric

@@ -17,7 +17,7 @@ import math
 import sys
 from pathlib import Path
 
-from harness.compare import bootstrap_interval, load_run
+from harness.commands.compare import bootstrap_interval, load_run
 
 
 def recovered(values: list[float]) -> float:

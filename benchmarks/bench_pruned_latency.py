@@ -6,7 +6,7 @@ For each block count removed by `depth-last` (the last removable blocks; the fin
 original transformer run one forward at the model's sampling resolution (batch doubled under CFG), alternating for
 `--repeats` rounds after a warm-up, their forwards interleaved one by one; a round's ratio is the pruned model's
 median forward time over the original's, and the latency ratio is the median over rounds. The FLOPs come
-from `harness.estimate.count_flops` on the same forward. The requirement: the latency ratio is within 10% of the
+from `harness.flops.count_flops` on the same forward. The requirement: the latency ratio is within 10% of the
 FLOP ratio (|latency / flops - 1| <= 0.10; exit status 1 otherwise). Rounds during which other processes used more
 than `--max-other-load` of the CPUs are reported as noisy and redone (see bench_generation.py).
 
@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from harness.errors import UsageError
-    from harness.estimate import build_architecture, count_flops, text_tokens_of
+    from harness.flops import count_flops
+    from harness.models.architecture import build_architecture, text_tokens_of
     from harness.models.families import transformer_inputs
     from harness.models.loading import load_model, resolve_model
     from harness.models.surgery import removable_blocks, remove_blocks

@@ -3,21 +3,11 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from harness.context import Context
 from harness.params import params_as_dict
-from harness.runner import default_cache_dir
-
-
-@dataclass
-class CompressionContext:
-    """What a run gives its compressors besides the model: where to cache (analyses, distillation checkpoints,
-    teacher images), the device, and whether to show progress."""
-
-    cache_dir: Path = field(default_factory=default_cache_dir)
-    progress: bool = True
 
 
 class Compressor:
@@ -34,9 +24,9 @@ class Compressor:
     class Params:
         pass
 
-    def __init__(self, params: Any = None, context: CompressionContext | None = None) -> None:
+    def __init__(self, params: Any = None, context: Context | None = None) -> None:
         self.params = params if params is not None else self.Params()
-        self.context = context or CompressionContext()
+        self.context = context or Context()
 
     def resolved_params(self) -> dict[str, Any]:
         return params_as_dict(self.params)

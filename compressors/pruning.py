@@ -146,7 +146,7 @@ class DepthUniform(BlockPruning):
 def find_ranking(model: Any, explicit: Path | None, base_score: float | None, cache_dir: Path) -> Any | None:
     """The contribution ranking for this model: an explicit file, else the one shipped beside the weights
     (contribution_ranking.json), else the newest `harness analyze` result for these exact weights in the cache."""
-    from harness.analysis import RANKING_FILE, load_ranking
+    from harness.ranking import RANKING_FILE, load_ranking
 
     if explicit is not None:
         return load_ranking(explicit, base_score)

@@ -34,6 +34,16 @@ class ImageRequest:
     sample_index: int
 
 
+@dataclass
+class Sample:
+    """A generated image with where it came from."""
+
+    request: ImageRequest
+    seed: int
+    image: np.ndarray  # H x W x 3 uint8, exactly as cached
+    path: Path
+
+
 def image_seed(base_seed: int, prompt_index: int, sample_index: int) -> int:
     """The per-image seed of the default mode: independent of batching, order, subset and shard."""
     digest = hashlib.sha256(f"{base_seed}:{prompt_index}:{sample_index}".encode()).digest()
@@ -232,9 +242,7 @@ def generate(
 
 def load_samples(cache: ImageCache, setup: GenerationSetup, requests: Sequence[ImageRequest],
                  batch_size: int) -> list[Any]:
-    """The cached images of `requests` as suites.base.Sample objects, in request order."""
-    from suites.base import Sample
-
+    """The cached images of `requests` as Sample objects, in request order."""
     samples = []
     for batch in plan_batches(setup, requests, batch_size):
         for request, key in zip(batch.requests, batch.keys, strict=True):

@@ -115,6 +115,33 @@ def remove_stale_staging(output_dir: Path) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
+THUMBNAIL_PROMPTS = 6  # per suite, the first prompts' images kept small in the run folder (leaderboard grids)
+THUMBNAIL_SIZE = 128
+THUMBNAIL_GLOB = "thumb-*.png"
+
+
+def thumbnail_name(suite: str, prompt_index: int, sample_index: int) -> str:
+    return f"thumb-{suite}-{prompt_index}-{sample_index}.png"
+
+
+def thumbnails(suite: str, samples: list[Any]) -> dict[str, bytes]:
+    """Small PNGs of the first prompts' first images, so a run folder carries what the leaderboard shows."""
+    import io
+
+    from PIL import Image
+
+    prompts = sorted({s.request.prompt_index for s in samples})[:THUMBNAIL_PROMPTS]
+    files = {}
+    for sample in samples:
+        if sample.request.prompt_index in prompts and sample.request.sample_index == 0:
+            image = Image.fromarray(sample.image)
+            image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+            files[thumbnail_name(suite, sample.request.prompt_index, 0)] = buffer.getvalue()
+    return files
+
+
 def run_identity(results: dict[str, Any]) -> str:
     """What makes two runs the same measurement: the weights, the resolved method chain, each suite's resolved
     parameters, sampling and sample count, the seeds and the device type; not when they ran or how they were batched."""

@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
-
-from harness.generation import ImageRequest
+from harness.context import Context
+from harness.generation import ImageRequest, Sample
 from harness.metrics import Metric, MetricValue
 from harness.params import params_as_dict
-
-
-@dataclass
-class Sample:
-    """A generated image with where it came from."""
-
-    request: ImageRequest
-    seed: int
-    image: np.ndarray  # H x W x 3 uint8, exactly as cached
-    path: Path
 
 
 @dataclass
@@ -43,13 +31,16 @@ class Suite:
     description: ClassVar[str] = ""  # read by `harness list` for plugins; built-ins describe themselves on registration
     metrics: ClassVar[tuple[Metric, ...]] = ()
     needs_reference: ClassVar[bool] = False
+    # "images": the runner generates `requests` and calls `score`; "measurement": it calls `measure` on the pipeline
+    kind: ClassVar[str] = "images"
 
     @dataclass(frozen=True)
     class Params:
         pass
 
-    def __init__(self, params: Any = None) -> None:
+    def __init__(self, params: Any = None, context: Context | None = None) -> None:
         self.params = params if params is not None else self.Params()
+        self.context = context or Context()
 
     def resolved_params(self) -> dict[str, Any]:
         return params_as_dict(self.params)
@@ -91,6 +82,8 @@ class MeasurementSuite(Suite):
     exist. Its records are rows of the measurement (repeats, device profiles), not images. A figure that cannot be
     measured here (GPU-only on a CPU) is left out of `metrics`, and a note says why.
     """
+
+    kind = "measurement"
 
     def requests(self, limit: int | None) -> list[ImageRequest]:
         return []

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.generation import ImageRequest
+from harness.generation import ImageRequest, Sample
 from harness.metrics import Metric, summarize
 from harness.prompts import read_prompt_file
-from suites.base import Sample, Suite, SuiteResult
+from suites.base import Suite, SuiteResult
 
 DEFAULT_PROMPTS = Path(__file__).parent / "data" / "fidelity_prompts.txt"
 # torchvision's AlexNet weights, the backbone of LPIPS (net 'alex'); torchmetrics ships the LPIPS heads themselves.

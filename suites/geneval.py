@@ -13,7 +13,7 @@ Backends:
   2.x environment) runs as a subprocess on the exported folder; its JSONL verdicts are read back and summarised.
 - `transformers`: transformers' Mask2Former (COCO instance segmentation) detects, open_clip ViT-L-14 (OpenAI
   weights) classifies colours on the masked object pasted on grey (#999) and cropped to its box, with GenEval's
-  three templates, and `suites.geneval_rules` applies the official rules. It is not the official number (another
+  three templates, and `harness.geneval_rules` applies the official rules. It is not the official number (another
   Mask2Former implementation and checkpoint than mmdetection's): the results say so.
 """
 
@@ -33,9 +33,9 @@ from typing import Any, Literal
 import numpy as np
 
 from harness.errors import UsageError
-from suites.base import Sample
+from harness.generation import Sample
+from harness.geneval_rules import COLORS, Detection, PromptSpec, evaluate
 from suites.geneval_base import GenevalPrompt, GenevalStyleSuite, read_metadata_file
-from suites.geneval_rules import COLORS, Detection, PromptSpec, evaluate
 
 OFFICIAL_REPOSITORY = "djghosh13/geneval"
 OFFICIAL_COMMIT = "af4902f"
@@ -96,9 +96,7 @@ class GenevalSuite(GenevalStyleSuite):
         return min(limit or OFFICIAL_PROMPTS, OFFICIAL_PROMPTS) * self.params.samples_per_prompt
 
     def load_specs(self) -> list[PromptSpec]:
-        from harness.runner import default_cache_dir
-
-        path = self.params.metadata or official_metadata(default_cache_dir())
+        path = self.params.metadata or official_metadata(self.context.cache_dir)
         digest = sha256_of(path) if Path(path).is_file() else None
         if digest is not None and digest != self.params.metadata_sha256:
             raise UsageError(f"geneval metadata '{path}' has sha256 {digest}, not the official file's "

@@ -3,7 +3,7 @@ the official summary's figures, bootstrap aggregation, and the grid of prompts a
 
 A subclass says where its metadata comes from (`load_specs`) and how an image becomes a judgement (`judge`):
 `geneval-shapes` with the reference world's exact judge, `geneval` with a real detector and CLIP (or the official
-evaluator). Both score with `suites.geneval_rules`, the official evaluator's rules.
+evaluator). Both score with `harness.geneval_rules`, the official evaluator's rules.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 
 from harness.errors import UsageError
-from harness.generation import ImageRequest
+from harness.generation import ImageRequest, Sample
+from harness.geneval_rules import TAGS, PromptSpec, parse_metadata
+from harness.geneval_rules import summarize as geneval_summary
 from harness.metrics import Metric, MetricValue, summarize
 from harness.prompts import read_text_file
-from suites.base import Sample, Suite, SuiteResult
-from suites.geneval_rules import TAGS, PromptSpec, parse_metadata
-from suites.geneval_rules import summarize as geneval_summary
+from suites.base import Suite, SuiteResult
 
 TAG_DESCRIPTIONS = {
     "single_object": "one object of the asked class",
@@ -133,8 +133,8 @@ class GenevalStyleSuite(Suite):
         """One record per sample ({"tag", "correct", "reason", ...}) and notes."""
         raise NotImplementedError
 
-    def __init__(self, params: Any = None) -> None:
-        super().__init__(params)
+    def __init__(self, params: Any = None, context: Any = None) -> None:
+        super().__init__(params, context)
         self._prompts: list[GenevalPrompt] | None = None
 
     def prompts(self) -> list[GenevalPrompt]:

@@ -2,7 +2,7 @@
 
 The prompts are GenEval metadata lines (default: the world's 553-prompt benchmark, `benchmark_metadata(0)`, with
 GenEval's tag counts); each image is judged by `harness.reference.judge` (shapes as classes, palette colours) and
-scored by `suites.geneval_rules`, the official evaluator's rules. The figures are the official summary's: the
+scored by `harness.geneval_rules`, the official evaluator's rules. The figures are the official summary's: the
 GenEval score (`overall`, the unweighted mean over tags), the per-tag fractions, and the fractions of correct
 images and of prompts with at least one correct image (`suites.geneval_base`).
 
@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from suites.base import Sample
+from harness.generation import Sample
+from harness.geneval_rules import PromptSpec, evaluate, filter_detections, parse_metadata
 from suites.geneval_base import (  # noqa: F401  (the grid's layout constants are part of this suite's interface)
     GRID_BORDER,
     GRID_CELL,
@@ -28,7 +29,6 @@ from suites.geneval_base import (  # noqa: F401  (the grid's layout constants ar
     read_metadata_file,
     stratified_order,
 )
-from suites.geneval_rules import PromptSpec, evaluate, filter_detections, parse_metadata
 
 GRID_SCALE = 2  # the world's 64 px images fill a GRID_CELL of 128 px
 

@@ -22,9 +22,9 @@ from typing import Any, Literal
 import numpy as np
 
 from harness.errors import UsageError
-from harness.generation import ImageRequest
+from harness.generation import ImageRequest, Sample
 from harness.metrics import Metric, MetricValue, summarize
-from suites.base import Sample, Suite, SuiteResult
+from suites.base import Suite, SuiteResult
 
 STYLES = ("anime", "concept-art", "paintings", "photo")
 CHECKPOINT_REPO = "xswu/HPSv2"
@@ -49,8 +49,8 @@ class HPSv2Suite(Suite):
         clip_model: str = "ViT-H-14"
         batch_size: int = 16
 
-    def __init__(self, params: Any = None) -> None:
-        super().__init__(params)
+    def __init__(self, params: Any = None, context: Any = None) -> None:
+        super().__init__(params, context)
         self._prompts: dict[str, list[str]] | None = None
         self._scorer: HPSScorer | None = None
 

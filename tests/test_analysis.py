@@ -12,7 +12,7 @@ import pytest
 from conftest import invoke, shared_data
 from PIL import Image
 
-from harness.analysis import HEATMAP_FILE, load_ranking
+from harness.ranking import HEATMAP_FILE, load_ranking
 
 FAST = ["--set", "sampling.num_inference_steps=2", "--limit", "2", "--no-progress"]
 

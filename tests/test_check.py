@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import invoke, read_results, run_args
 
-from harness.compare import Tolerance, bootstrap_drop, drop, load_run
+from harness.commands.compare import Tolerance, bootstrap_drop, drop, load_run
 
 FAST = ["--set", "sampling.num_inference_steps=2", "--limit", "6"]
 

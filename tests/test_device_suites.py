@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from conftest import invoke, read_results, run_args
 
+from harness.commands.setup import expand_suites
 from harness.devices import GIB, PROFILES, fits
 from harness.memory import PeakMemory, cuda_index
-from harness.runner import expand_suites
 
 
 def test_device_suites_on_cpu(dirs):

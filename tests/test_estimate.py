@@ -13,7 +13,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from harness.devices import GIB
-from harness.estimate import build_architecture, text_tokens_of, transformer_flops
+from harness.flops import transformer_flops
+from harness.models.architecture import build_architecture, text_tokens_of
 from harness.models.families import transformer_inputs
 from harness.models.presets import PRESETS
 

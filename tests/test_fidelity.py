@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.generation import ImageRequest
-from suites.base import Sample
+from harness.generation import ImageRequest, Sample
 from suites.fidelity import FidelitySuite
 
 

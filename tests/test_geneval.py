@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from conftest import harness_env, invoke, read_results, run_args, run_harness, shared_data
 
-from harness.generation import ImageRequest
-from suites.base import Sample
+from harness.generation import ImageRequest, Sample
 from suites.geneval import METADATA_SHA256, GenevalSuite, sha256_of
 
 
@@ -140,3 +139,22 @@ def test_transformers_backend_runs_end_to_end_on_tiny_scorers(dirs, tiny_scorers
         assert sorted(p.name for p in (export / f"{index:05d}" / "samples").iterdir()) == ["00000.png", "00001.png"]
         line = (export / f"{index:05d}" / "metadata.jsonl").read_text()
         assert json.loads(line)["prompt"] == next(r["prompt"] for r in records if r["prompt_index"] == index)
+
+
+def test_the_run_cache_dir_alone_decides_where_the_metadata_is(tmp_path, monkeypatch):
+    # the official file is in the run's --cache-dir; the environment's cache is empty and the network unreachable,
+    # so the suite can only succeed by looking where its context says
+    from harness.context import Context
+    from suites.geneval import OFFICIAL_COMMIT
+
+    run_cache = tmp_path / "run-cache"
+    (run_cache / "geneval").mkdir(parents=True)
+    official = shared_data("geneval/evaluation_metadata.jsonl")
+    (run_cache / "geneval" / f"evaluation_metadata-{OFFICIAL_COMMIT}.jsonl").write_bytes(official.read_bytes())
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "env-cache"))
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    suite = GenevalSuite(GenevalSuite.Params(), Context(cache_dir=run_cache))
+    explicit = GenevalSuite(GenevalSuite.Params(metadata=official)).requests(3)
+    assert [r.prompt for r in suite.requests(3)] == [r.prompt for r in explicit]
+    assert not (tmp_path / "env-cache").exists()

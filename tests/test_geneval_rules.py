@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import shared_data
 
-from suites.geneval_rules import (
+from harness.geneval_rules import (
     COUNTING_SCORE_THRESHOLD,
     MAX_OBJECTS_PER_CLASS,
     SCORE_THRESHOLD,

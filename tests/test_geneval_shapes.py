@@ -18,7 +18,8 @@ from conftest import invoke, read_results, run_args
 from PIL import Image
 
 from harness.errors import UsageError
-from harness.generation import ImageRequest
+from harness.generation import ImageRequest, Sample
+from harness.geneval_rules import TAGS
 from harness.metrics import lookup
 from harness.params import build_params
 from harness.reference.render import render
@@ -32,8 +33,6 @@ from harness.reference.world import (
     scene_for,
     write_metadata_jsonl,
 )
-from suites.base import Sample
-from suites.geneval_rules import TAGS
 from suites.geneval_shapes import (
     GRID_BORDER,
     GRID_LABEL_WIDTH,

@@ -72,8 +72,7 @@ def package_scores(tiny_hps, monkeypatch, paths: list[Path], prompts: list[str])
 def test_scores_equal_the_hpsv2_package_on_the_same_checkpoint(tiny_hps, monkeypatch, tmp_path):
     from PIL import Image
 
-    from harness.generation import ImageRequest
-    from suites.base import Sample
+    from harness.generation import ImageRequest, Sample
     from suites.hpsv2 import PROMPTS_PER_STYLE, HPSv2Suite
 
     rng = np.random.default_rng(0)

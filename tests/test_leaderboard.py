@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import invoke, run_args
 
-from harness.leaderboard import build, collect, pareto_front
+from harness.commands.leaderboard import build, collect, pareto_front
 
 FAST = ["--set", "sampling.num_inference_steps=2", "--limit", "4", "--set", "latency.repeats=2",
         "--set", "latency.warmup=0", "--set", "latency.forward_repeats=2"]

@@ -15,12 +15,12 @@ from conftest import invoke, read_results, run_args, shared_data
 from diffusers import SD3Transformer2DModel
 from PIL import Image
 
-from compressors.base import CompressionContext
 from compressors.hierarchicalprune import PUBLISHED_CUTS, HierarchicalPrune, HierarchicalPruneParams
 from compressors.pruning import DepthImportance, DepthLast, DepthUniform, PruningParams, RankedPruningParams
-from harness.analysis import RANKING_FORMAT, RANKING_VERSION
+from harness.context import Context
 from harness.errors import UsageError
 from harness.models.presets import PRESETS
+from harness.ranking import RANKING_FORMAT, RANKING_VERSION
 from harness.reference.render import training_batch
 
 
@@ -31,8 +31,8 @@ def _meta_model(name: str, tmp_path: Path) -> SimpleNamespace:
     return SimpleNamespace(spec=spec, transformer=transformer, source=str(tmp_path), fingerprint="meta")
 
 
-def _context(tmp_path: Path) -> CompressionContext:
-    return CompressionContext(cache_dir=tmp_path / "cache", progress=False)
+def _context(tmp_path: Path) -> Context:
+    return Context(cache_dir=tmp_path / "cache", progress=False)
 
 
 def test_budgets_count_removed_parameters(tmp_path):
@@ -169,7 +169,7 @@ def test_distillation_does_not_depend_on_what_ran_before_it(tmp_path):
         torch.randn(history * 10)
         model = load_model(PRESETS["tiny-sd3"], weights=None, device="cpu")
         params = PruningParams(blocks=(1,), distill_steps=2, distill_batch_size=2, distill_lr=1e-3, distill_data=data)
-        DepthLast(params, CompressionContext(cache_dir=tmp_path / f"cache{history}", progress=False)).apply(model)
+        DepthLast(params, Context(cache_dir=tmp_path / f"cache{history}", progress=False)).apply(model)
         weights.append(model.pipeline.transformer.state_dict())
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
@@ -184,7 +184,7 @@ def test_an_interrupted_distillation_resumes_to_the_same_weights(tmp_path, monke
 
     def distilled(cache: str) -> dict[str, torch.Tensor]:
         model = load_model(PRESETS["tiny-sd3"], weights=None, device="cpu")
-        DepthLast(params, CompressionContext(cache_dir=tmp_path / cache, progress=False)).apply(model)
+        DepthLast(params, Context(cache_dir=tmp_path / cache, progress=False)).apply(model)
         return model.pipeline.transformer.state_dict()
 
     uninterrupted = distilled("once")
@@ -271,7 +271,7 @@ def test_aggressive_regime_removes_middle_subcomponents_and_round_trips(dirs, tm
 
 def test_distillation_rate_defaults_to_the_models_training_rate():
     from compressors.distill import RELEASE_DISTILL_LR, distill_lr
-    from harness.reference.train import TrainConfig
+    from harness.commands.reference_train import TrainConfig
 
     assert distill_lr(PruningParams(), PRESETS["reference"]) == TrainConfig().lr
     assert distill_lr(PruningParams(), PRESETS["sd3.5-medium"]) == RELEASE_DISTILL_LR  # no training rate declared

@@ -76,7 +76,7 @@ def test_train_resume_after_sigkill_matches_uninterrupted_run_and_loads(tmp_path
 
 @pytest.mark.parametrize("steps", [50, 5000])
 def test_transformer_learning_rate_warms_up_then_decays_to_zero_on_a_cosine(steps):
-    from harness.reference.train import TrainConfig, transformer_lr
+    from harness.commands.reference_train import TrainConfig, transformer_lr
 
     config = TrainConfig(steps=steps, warmup_steps=10, lr=1e-3)
     rates = [transformer_lr(config, step) for step in range(steps + 1)]
@@ -93,7 +93,7 @@ def test_compiled_training_takes_the_same_steps_as_eager(tmp_path):
     three optimiser steps land on the same weights as eager execution, and the saved EMA copy is unaffected."""
     import torch
 
-    from harness.reference.train import TrainConfig, _Trainer
+    from harness.commands.reference_train import TrainConfig, _Trainer
 
     def trained(compile_: bool) -> list[torch.Tensor]:
         config = TrainConfig(steps=3, batch_size=4, warmup_steps=1, eval_every=100, eval_prompts=6, eval_steps=1,

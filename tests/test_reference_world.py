@@ -12,10 +12,10 @@ from collections import Counter
 import numpy as np
 from conftest import REPO, shared_data
 
+from harness import geneval_rules as rules
 from harness.reference import world
 from harness.reference.judge import classify_colors, detect
 from harness.reference.render import render
-from suites import geneval_rules as rules
 
 OFFICIAL = "geneval/evaluation_metadata.jsonl"
 A = r"an? "

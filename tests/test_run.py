@@ -82,7 +82,7 @@ def test_load_results_restores_infinities(dirs):
 def test_an_interrupted_recipe_resumes_without_measuring_a_finished_run_again(dirs, capsys):
     """A rerun recipe skips the entries already in its output folder (no duplicate leaderboard rows); a changed
     setting, or other weights, is a new measurement."""
-    from harness.recipes import Recipe, RecipeRun, run_recipe
+    from harness.commands.recipe import Recipe, RecipeRun, run_recipe
     from harness.results import find_finished_run, run_identity
 
     recipe = Recipe(name="resume-test", description="", model="tiny-sd3", suites=("fidelity",),

@@ -19,10 +19,9 @@ from harness.models.tiny import (
     build_tiny_sd3,
     build_tiny_sd35_medium,
 )
-from harness.reference.model import TEXT_TOKENS_T5, build_untrained_pipeline
+from harness.reference.model import TEXT_TOKENS_T5, TRAINING_LR, build_untrained_pipeline
 from harness.reference.model import TRANSFORMER_CONFIG as REFERENCE_TRANSFORMER
 from harness.reference.model import WEIGHTS_DIR as REFERENCE_WEIGHTS
-from harness.reference.train import TrainConfig as ReferenceTraining
 from harness.reference.world import IMAGE_SIZE
 
 _SD35_LARGE_TRANSFORMER: dict[str, Any] = {
@@ -213,7 +212,7 @@ _SPECS = (
         architecture=build_untrained_pipeline,
         contribution_metric="geneval-shapes/overall",
         quality_suites=("geneval-shapes",),
-        training_lr=ReferenceTraining.lr,
+        training_lr=TRAINING_LR,
         # a 7 M-parameter model on a CPU is bound by per-call overhead: 16 images a call generate about 1.45x as
         # many images a second as 4 (measured on a 2-core CPU)
         batch_size=16,

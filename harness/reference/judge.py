@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from harness.geneval_rules import Detection
 from harness.reference.world import BACKGROUND, COLORS, PALETTE, SHAPES, shape_mask
-from suites.geneval_rules import Detection
 
 _REFERENCE = np.array([PALETTE[c] for c in COLORS] + [BACKGROUND], np.float32)  # index len(COLORS) = background
 MAX_COLOR_DISTANCE = 100.0  # RGB distance beyond which a pixel is no colour at all (mixtures, artefacts)
@@ -133,10 +133,10 @@ def autoencoder_agreement(vae: Any, seed: int, per_task: int = 50) -> dict[str, 
 
     import torch
 
+    from harness.geneval_rules import evaluate
     from harness.models.families import to_model_range
     from harness.reference.render import render
     from harness.reference.world import TAGS, random_metadata, scene_for
-    from suites.geneval_rules import evaluate
 
     rng = random.Random(seed)
     agreement = {}

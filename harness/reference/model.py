@@ -1,8 +1,8 @@
 """The reference pipeline's architecture: a 12-block SD3 MMDiT, a factor-4 VAE and two small CLIP text towers.
 
-Everything is built from config here with random weights; `harness.reference.train` trains it and saves it in
-diffusers format into `WEIGHTS_DIR`, from where it loads with `StableDiffusion3Pipeline.from_pretrained`, exactly as
-a real model does.
+Everything is built from config here with random weights; `harness reference train`
+(harness/commands/reference_train.py) trains it and saves it in diffusers format into `WEIGHTS_DIR`, from where it
+loads with `StableDiffusion3Pipeline.from_pretrained`, exactly as a real model does.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ CLIP_WIDTHS = (64, 128)  # like CLIP-L and CLIP-G, smaller
 CLIP_LAYERS = 3
 CLIP_MAX_LENGTH = 16  # the world's longest prompt is 12 tokens with its start and end tokens
 TEXT_TOKENS_T5 = 1  # no T5: the pipeline appends this many zero tokens
+# the transformer's peak training rate (`harness reference train`), also distillation's default rate for it
+TRAINING_LR = 1e-3
 
 TRANSFORMER_CONFIG: dict[str, Any] = {
     "sample_size": IMAGE_SIZE // 4,

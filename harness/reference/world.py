@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from suites.geneval_rules import POSITION_MARGIN as POSITION_SHRINK
+from harness.geneval_rules import POSITION_MARGIN as POSITION_SHRINK
 
 IMAGE_SIZE = 64
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
@@ -97,7 +97,7 @@ def shape_mask(shape: str, height: int, width: int) -> np.ndarray:
 
 
 def relation_offsets(box_a: Box, box_b: Box) -> tuple[float, float] | None:
-    """GenEval's relative position of box a to box b (as `suites.geneval_rules.relative_position` computes it):
+    """GenEval's relative position of box a to box b (as `harness.geneval_rules.relative_position` computes it):
     the centre offset with each axis shrunk towards 0 by 0.1 x (dim_a + dim_b), divided by the unshrunk offset's
     norm; "left of" is dx < -0.5, "below" dy > 0.5, etc. None when no relation holds at all."""
     (ax0, ay0, ax1, ay1), (bx0, by0, bx1, by1) = box_a, box_b

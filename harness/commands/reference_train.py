@@ -9,7 +9,7 @@ Two stages on an endless stream of rendered scenes (no data set on disk):
 Each stage seeds its own random streams, so the transformer stage does not depend on how many draws the autoencoder
 stage made.
 
-Importing this module does not import torch (the model registry reads `TrainConfig.lr`). Everything is seeded; a
+Everything is seeded; a
 checkpoint (atomic, loaded with weights_only=True) is written every `checkpoint_every` steps, and a rerun with the
 same work folder resumes from it. The log (losses, periodic geneval-shapes scores on a
 stratified prompt subset, device, wall time) is JSONL beside the saved model, with a model card.
@@ -33,7 +33,7 @@ from typing import Any
 
 from harness.errors import UsageError
 from harness.reference.judge import autoencoder_agreement
-from harness.reference.model import TEXT_TOKENS_T5, build_untrained_pipeline
+from harness.reference.model import TEXT_TOKENS_T5, TRAINING_LR, build_untrained_pipeline
 from harness.reference.render import training_batch
 from harness.reference.world import TAGS
 from harness.results import write_atomic
@@ -52,7 +52,7 @@ class TrainConfig:
     steps: int = 5750  # what the compiled step buys in the 5000-step eager run's time
     batch_size: int = 64  # batch 32 x 8000 steps (1.6x the updates, 0.8x the samples, 112 min) scored worse on the
     # full suite: overall 0.299 against 0.385, colours 0.41 against 0.86
-    lr: float = 1e-3  # peak; linear warm-up, then a cosine to zero at `steps` (a constant rate left the last
+    lr: float = TRAINING_LR  # peak; linear warm-up, then a cosine to zero at `steps` (a constant rate left the last
     # trained weights noisy and the EMA of them far behind)
     warmup_steps: int = 200
     weight_decay: float = 0.0
@@ -307,8 +307,7 @@ class _Trainer:
         """geneval-shapes on a stratified prompt subset, one image each, with the EMA weights."""
         import torch
 
-        from harness.generation import image_seed, to_uint8
-        from suites.base import Sample
+        from harness.generation import Sample, image_seed, to_uint8
         from suites.geneval_shapes import GenevalShapesSuite
 
         pipe = self.ema_pipeline()

@@ -94,11 +94,11 @@ def get(name: str) -> Recipe:
 
 def plan(recipe: Recipe, limit: int | None, extra: list[str]) -> list[dict[str, Any]]:
     """Per run: its command line, images per suite and the weights it needs on the GPU."""
+    from harness.commands.estimate import estimate
+    from harness.commands.setup import instantiate
     from harness.devices import GIB
-    from harness.estimate import estimate
     from harness.params import parse_set_options
     from harness.registry import SUITES
-    from harness.runner import instantiate
 
     rows = []
     for entry in recipe.runs:
@@ -140,8 +140,8 @@ def format_plan(recipe: Recipe, rows: list[dict[str, Any]]) -> str:
 def run_recipe(recipe: Recipe, limit: int | None, extra: list[str], output_dir: Path, cache_dir: Path,
                device: str | None, progress: bool) -> dict[str, Path]:
     """Every run in order (cached and resumable), then the leaderboard of `output_dir`."""
-    from harness.leaderboard import write
-    from harness.runner import RunOptions, run
+    from harness.commands.leaderboard import write
+    from harness.commands.run import RunOptions, run
 
     if not recipe.runs:
         raise UsageError(f"recipe {recipe.name} has no runs")

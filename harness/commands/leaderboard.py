@@ -2,7 +2,7 @@
 
 Per method: transformer parameters (and % of the base), transformer weight bytes, peak memory and latency (from the
 device suites, with which peak it is), every quality metric with its change and relative change against the base
-run and a 95% interval of the change (paired bootstrap over prompts, `harness.compare`), the compression cost
+run and a 95% interval of the change (paired bootstrap over prompts, `harness.commands.compare`), the compression cost
 (wall time, ablations, distillation steps) and the device each figure came from. Written as Markdown, CSV and one
 self-contained HTML page: a click-sortable table, quality-vs-memory and quality-vs-latency plots with the Pareto
 front marked, and per-prompt image grids comparing the methods side by side (from the thumbnails runs keep).
@@ -20,7 +20,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from harness.compare import Run, bootstrap_change, load_run
+from harness.commands.compare import Run, bootstrap_change, load_run
 from harness.errors import UsageError
 
 GIB = 1024**3
@@ -104,7 +104,7 @@ def build(runs: list[Run]) -> dict[str, Any]:
 
 
 def _row(run: Run, base: Run | None, quality: list[str]) -> dict[str, Any]:
-    from harness.compare import higher_is_better
+    from harness.commands.compare import higher_is_better
 
     results = run.results
     metrics = results["metrics"]
@@ -142,7 +142,9 @@ def _row(run: Run, base: Run | None, quality: list[str]) -> dict[str, Any]:
 
 
 def _thumbnail_names(run: Run) -> list[str]:
-    return sorted(p.name for p in run.path.glob("thumb-*.png"))
+    from harness.results import THUMBNAIL_GLOB
+
+    return sorted(p.name for p in run.path.glob(THUMBNAIL_GLOB))
 
 
 def _fmt(value: Any, digits: int = 4) -> str:

@@ -1,0 +1,307 @@
+"""`harness run`: model -> compressors -> generation (cached) -> suites -> results, in three stages.
+
+1. `plan_run`: every name, `--set` value, prompt file and output place is resolved and validated, and the scoring
+   models are checked, before any weight loads.
+2. `execute`: the model loads once; the original images (for suites that compare against it) are generated before any
+   compressor touches the model; the chain is applied; every image suite's images are generated (cached, resumable)
+   and measurement suites measure the compressed pipeline.
+3. `write_result`: the main process scores the images and writes one run folder.
+
+Under `accelerate launch` every process loads the model, applies the chain and generates its share of the batches;
+the main process then scores everything and writes the one merged result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from harness.commands.setup import GenerationOptions, expand_suites, instantiate, open_model, process_context
+from harness.context import Context
+from harness.errors import UsageError
+from harness.generation import GenerationSetup, GenerationStats, ImageCache, load_samples
+from harness.params import override_params, parse_set_options
+from harness.registry import COMPRESSORS, SUITES
+
+
+@dataclass
+class RunOptions(GenerationOptions):
+    methods: list[str] = field(default_factory=lambda: ["none"])
+    suites: list[str] = field(default_factory=lambda: ["fidelity"])
+    output_dir: Path = Path("results/runs")
+    # return an identical finished run in output_dir (same weights, chain, suites, seeds, device type) instead of
+    # measuring it again: what lets an interrupted recipe resume without duplicate rows
+    skip_finished: bool = False
+
+
+@dataclass
+class RunPlan:
+    """Everything `harness run` resolved before loading weights."""
+
+    options: RunOptions
+    spec: Any  # the requested ModelSpec (a Hub repo's family is settled once its index is read)
+    state: Any  # accelerate's process state
+    context: Context
+    compressors: list[Any]
+    suites: list[Any]
+    requests: dict[str, list[Any]]  # per suite, its images
+    sampling_settings: dict[str, str]  # --set sampling.*
+
+    def sampling_for(self, spec: Any) -> Any:
+        return override_params(spec.sampling, self.sampling_settings, "sampling")
+
+    @property
+    def method(self) -> dict[str, Any]:
+        return {"name": "+".join(self.options.methods),
+                "chain": [{"name": c.name, "params": c.resolved_params()} for c in self.compressors]}
+
+    @property
+    def chain_identity(self) -> tuple[tuple[str, str], ...]:
+        """The chain as the image cache keys it: only the compressors that change the model."""
+        return tuple(c.cache_identity() for c in self.compressors if c.changes_model)
+
+
+def plan_run(options: RunOptions) -> RunPlan:
+    """Resolve and check everything a run needs, before any weight loads."""
+    from harness.models.loading import resolve_model
+    from harness.results import check_writable
+
+    spec = resolve_model(options.model)
+    suite_names = expand_suites(options.suites, spec.quality_suites)
+    for name in options.methods:
+        COMPRESSORS.entry(name)
+    for name in suite_names:
+        SUITES.entry(name)
+    settings = parse_set_options(options.settings, ["sampling", *dict.fromkeys(options.methods), *suite_names])
+    state, context = process_context(options)
+    compressors = instantiate(COMPRESSORS, options.methods, settings, context)
+    suites = instantiate(SUITES, suite_names, settings, context)
+    requests = {suite.name: suite.requests(options.limit) for suite in suites}  # reads prompt files: fail early
+    plan = RunPlan(options, spec, state, context, compressors, suites, requests, settings["sampling"])
+    plan.sampling_for(spec)  # a bad sampling value fails here, not after loading
+    if state.is_main_process:
+        for suite in suites:
+            suite.prepare()  # scoring models present offline? (fails before any generation)
+    check_writable(options.output_dir)
+    return plan
+
+
+def apply_chain(model: Any, compressors: list[Any], cache_dir: Path, is_main: bool) -> list[Any]:
+    """Apply the compressors in order and return one record per step (name, params, wall time, cost).
+
+    A chain that trained something (distillation) is expensive to redo: its transformer is saved in the cache under
+    (base fingerprint, dtype, device, resolved chain) and a later run with the same chain loads it instead."""
+    import hashlib
+    import json
+
+    from harness.models.saving import load_compressed_transformer, read_provenance, removed_components, save_compressed
+
+    chain = [c.cache_identity() for c in compressors if c.changes_model]
+    identity = json.dumps([model.fingerprint, str(model.dtype), model.device.type, chain])
+    stored = cache_dir / "models" / hashlib.sha256(identity.encode()).hexdigest()[:24]
+    provenance = read_provenance(stored) if chain else None
+    if provenance is not None:
+        model.pipeline.transformer = load_compressed_transformer(stored, model.spec.family, str(model.device),
+                                                                 model.dtype, removed_components(provenance))
+        return [{**step, "from_cache": str(stored)} for step in provenance["costs"]]
+    steps = []
+    for compressor in compressors:
+        started = time.perf_counter()
+        cost = compressor.apply(model)
+        steps.append({"name": compressor.name, "params": compressor.resolved_params(),
+                      "wall_seconds": time.perf_counter() - started, "cost": cost})
+    if is_main and any("distillation" in step["cost"] for step in steps):
+        try:
+            save_compressed(model, stored, [{"name": s["name"], "params": s["params"]} for s in steps], steps,
+                            transformer_only=True)
+        except UsageError as exc:  # not storable (torchao): it will be recomputed next time
+            print(f"harness: the compressed model is not cached: {exc}", file=sys.stderr)
+    return steps
+
+
+@dataclass
+class Execution:
+    """What `execute` produced: the compressed model, the setups its images and the originals are cached under, and
+    what generation and compression cost."""
+
+    model: Any
+    sampling: Any
+    run_setup: GenerationSetup
+    reference_setup: GenerationSetup
+    batch_size: int
+    compression_steps: list[Any]
+    stats: GenerationStats
+    measurements: dict[str, Any]  # measurement suite name -> its SuiteResult
+
+
+def execute(plan: RunPlan, model: Any) -> Execution:
+    """Generate the originals' and the compressed model's images (this process's share) and measure the pipeline."""
+    from harness.generation import generate
+
+    options, state = plan.options, plan.state
+    sampling = plan.sampling_for(model.spec)
+    batch_size = options.batch_size or model.spec.batch_size
+    cache = ImageCache(plan.context.cache_dir)
+    stats = GenerationStats()
+
+    def generate_all(source: Any, setup: GenerationSetup, suite_names: list[str], label: str) -> None:
+        for suite_name in suite_names:
+            stats.add(generate(source, setup, plan.requests[suite_name], cache, batch_size=batch_size,
+                               sampling=sampling, rank=state.process_index, world_size=state.num_processes,
+                               description=f"{label} {suite_name}", progress=plan.context.progress))
+
+    base_setup = GenerationSetup.for_model(model, sampling, options.seed_mode, options.seed)
+    reference_setup = base_setup
+    reference_suites = [s.name for s in plan.suites if s.needs_reference]
+    if reference_suites:
+        original = model
+        if model.base is not None:  # a saved compressed model: the original images come from its base model
+            from harness.models.loading import load_base
+
+            original = load_base(model)
+            reference_setup = GenerationSetup.for_model(original, sampling, options.seed_mode, options.seed)
+        generate_all(original, reference_setup, reference_suites, "original")
+        del original
+
+    steps = apply_chain(model, plan.compressors, plan.context.cache_dir, state.is_main_process)
+    run_setup = dataclasses.replace(base_setup, chain=plan.chain_identity)
+    generate_all(model, run_setup, [s.name for s in plan.suites if s.kind == "images"],
+                 "compressed" if run_setup.chain else "original")
+    state.wait_for_everyone()
+    measurements = {}
+    if state.is_main_process:
+        measurements = {s.name: s.measure(model, sampling) for s in plan.suites if s.kind == "measurement"}
+    return Execution(model, sampling, run_setup, reference_setup, batch_size, steps, stats, measurements)
+
+
+def run(options: RunOptions) -> Path | None:
+    """Run the benchmark; returns the path of results.json on the main process, None on the others."""
+    from harness.results import find_finished_run, remove_stale_staging, run_identity
+
+    started = time.perf_counter()
+    plan = plan_run(options)
+    model = open_model(plan.spec, options.weights, plan.context.device, options.dtype)
+    if plan.state.is_main_process:
+        remove_stale_staging(options.output_dir)
+    if options.skip_finished:
+        sampling = plan.sampling_for(model.spec)
+        finished = find_finished_run(options.output_dir, run_identity({
+            "model": {"fingerprint": model.fingerprint, "dtype": str(model.dtype).removeprefix("torch.")},
+            "method": plan.method,
+            "suites": {suite.name: {"params": suite.resolved_params(), "sampling": sampling.as_dict(),
+                                    "samples_requested": len(plan.requests[suite.name])} for suite in plan.suites},
+            "generation": {"seed_mode": options.seed_mode, "base_seed": options.seed},
+            "device": {"type": model.device.type}}))
+        if finished is not None:
+            if plan.state.is_main_process:
+                print(f"harness: {plan.method['name']} already measured in {finished.parent}: skipped",
+                      file=sys.stderr)
+            return finished if plan.state.is_main_process else None
+    execution = execute(plan, model)
+    if not plan.state.is_main_process:
+        return None
+    return write_result(plan, execution, started)
+
+
+def write_result(plan: RunPlan, execution: Execution, started: float) -> Path:
+    """Score every image suite, gather the measurements and write the run folder (main process)."""
+    from harness.environment import device_info, git_commit, package_versions
+    from harness.models.footprint import parameter_count, weight_bytes
+    from harness.results import SCHEMA_VERSION, new_run_id, thumbnails, write_run
+
+    options, model, cache = plan.options, execution.model, ImageCache(plan.context.cache_dir)
+    metrics: dict[str, Any] = {}
+    details: dict[str, Any] = {}
+    suite_records: dict[str, Any] = {}
+    records: list[dict[str, Any]] = []
+    artifacts: dict[str, bytes] = {}
+    for suite in plan.suites:
+        requests = plan.requests[suite.name]
+        samples = load_samples(cache, execution.run_setup, requests, execution.batch_size)
+        references = (load_samples(cache, execution.reference_setup, requests, execution.batch_size)
+                      if suite.needs_reference else None)
+        if suite.kind == "measurement":
+            result = execution.measurements[suite.name]
+            records += [{"suite": suite.name, **row} for row in result.records]
+        else:
+            result = suite.score(samples, references)
+        declared = {m.name: m for m in suite.metrics}
+        for metric_name, value in result.metrics.items():
+            key = f"{suite.name}/{metric_name}"
+            if metric_name not in declared:
+                raise RuntimeError(f"suite {suite.name} reported undeclared metric {metric_name}")
+            metrics[key] = value.value
+            details[key] = {**value.as_dict(), "unit": declared[metric_name].unit,
+                            "higher_is_better": declared[metric_name].higher_is_better}
+        suite_records[suite.name] = {
+            "params": suite.resolved_params(), "sampling": execution.sampling.as_dict(),
+            "samples_requested": len(requests), "samples_scored": len(samples), "notes": result.notes,
+            "artifacts": [f"{suite.name}-{name}" for name in result.artifacts],
+        }
+        artifacts.update({f"{suite.name}-{name}": content for name, content in result.artifacts.items()})
+        artifacts.update(thumbnails(suite.name, samples))
+        image_records = [] if suite.kind == "measurement" else result.records
+        for index, (sample, scores) in enumerate(zip(samples, image_records, strict=True)):
+            record = {"suite": suite.name, "prompt": sample.request.prompt,
+                      "prompt_index": sample.request.prompt_index, "sample_index": sample.request.sample_index,
+                      "seed": sample.seed, "image": str(sample.path), **scores}
+            if references is not None:
+                record["reference_image"] = str(references[index].path)
+            records.append(record)
+
+    spec, stats, steps = model.spec, execution.stats, execution.compression_steps
+    run_id = new_run_id(spec.name, plan.method["name"])
+    results = {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run_id,
+        "created": datetime.now(timezone.utc).isoformat(),
+        "command": sys.argv,
+        "model": {"name": spec.name, "family": spec.family, "source": model.source,
+                  "fingerprint": model.fingerprint, "dtype": execution.run_setup.dtype,
+                  "base": model.base,  # a saved compressed model's base model, else None
+                  # the transformer as it ran (after the chain): what the leaderboard sizes methods by
+                  "transformer_parameters": parameter_count(model.transformer),
+                  "transformer_weight_bytes": weight_bytes(model.transformer)},
+        "method": plan.method,
+        "suites": suite_records,
+        "metrics": metrics,
+        "metric_details": details,
+        "generation": {"seed_mode": options.seed_mode, "base_seed": options.seed,
+                       "batch_size": execution.batch_size, "num_processes": plan.state.num_processes,
+                       "cache_dir": str(plan.context.cache_dir), "images_generated_main_process": stats.generated,
+                       "images_cached_main_process": stats.cached, "seconds": stats.seconds},
+        "compression": {"wall_seconds": sum(s["wall_seconds"] for s in steps), "steps": steps},
+        "device": device_info(plan.context.device),
+        "versions": package_versions(),
+        "git_commit": git_commit(),
+        "wall_seconds": time.perf_counter() - started,
+    }
+    return write_run(options.output_dir, run_id, results, records, artifacts)
+
+
+def compress(options: RunOptions, save: Path) -> Path:
+    """`harness compress`: apply the chain (or take it from the model cache) and save the pipeline to `save`."""
+    from harness.models.loading import resolve_model
+    from harness.models.saving import save_compressed
+
+    for name in options.methods:
+        COMPRESSORS.entry(name)
+    settings = parse_set_options(options.settings, ["sampling", *dict.fromkeys(options.methods)])
+    if settings["sampling"]:
+        raise UsageError("harness compress takes no sampling settings (the saved model keeps its base's)")
+    if Path(save).exists() and any(Path(save).iterdir()):
+        raise UsageError(f"--save '{save}' exists and is not empty: choose a new folder")
+    spec = resolve_model(options.model)
+    state, context = process_context(options)
+    compressors = instantiate(COMPRESSORS, options.methods, settings, context)
+    model = open_model(spec, options.weights, context.device, options.dtype)
+    steps = apply_chain(model, compressors, context.cache_dir, state.is_main_process)
+    state.wait_for_everyone()
+    if state.is_main_process:
+        save_compressed(model, save, [{"name": s["name"], "params": s["params"]} for s in steps], steps)
+    return Path(save)

@@ -1,0 +1,110 @@
+"""What every command sets up the same way: the process state and device, plugins built from `--set`, the model
+opened with its load measured, and `--suite` groups expanded. `run`, `compress`, `analyze`, `estimate` and `recipe`
+all come through here, so a rule about any of these is written once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.context import Context, default_cache_dir
+from harness.errors import UsageError
+from harness.params import build_params
+from harness.registry import DEFAULT_MODEL, Registry
+
+
+@dataclass
+class ModelOptions:
+    """Which model, where its weights are, and on what it runs (`--model --weights --device --dtype`)."""
+
+    model: str = DEFAULT_MODEL
+    weights: str | None = None
+    device: str | None = None
+    dtype: str | None = None
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    settings: list[str] = field(default_factory=list)  # --set SCOPE.KEY=VALUE
+    progress: bool = True
+
+
+@dataclass
+class GenerationOptions(ModelOptions):
+    """How images are drawn: prompts per suite, seeds and batching."""
+
+    limit: int | None = None
+    seed: int = 0
+    seed_mode: str = "per-image"
+    batch_size: int | None = None  # None: the model's (ModelSpec.batch_size)
+
+
+def distributed_state(device: str | None) -> Any:
+    """accelerate's process state: rank and world size under `accelerate launch`, a single process otherwise."""
+    import torch
+    from accelerate import PartialState
+
+    wants_cpu = device == "cpu" or (device is None and not torch.cuda.is_available())
+    return PartialState(cpu=wants_cpu)
+
+
+def resolve_device(requested: str | None, state: Any) -> str:
+    """The torch device a process runs on: `--device`, else the process's GPU under accelerate, else cuda or cpu."""
+    import torch
+
+    if requested is None:
+        return str(state.device) if state.num_processes > 1 else ("cuda" if torch.cuda.is_available() else "cpu")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(
+            f"--device {requested}: no CUDA device is visible to torch {torch.__version__}; use --device cpu"
+        )
+    if state.num_processes > 1 and requested.startswith("cuda"):
+        return str(state.device)  # one GPU per process
+    try:
+        return str(torch.device(requested))
+    except RuntimeError:
+        raise UsageError(f"--device '{requested}' is not a torch device (e.g. cpu, cuda, cuda:1)") from None
+
+
+def process_context(options: ModelOptions) -> tuple[Any, Context]:
+    """(accelerate's process state, the plugins' context) of a command's options: the process's device, the cache
+    folder, and progress bars on the main process only."""
+    state = distributed_state(options.device)
+    context = Context(cache_dir=Path(options.cache_dir), device=resolve_device(options.device, state),
+                      progress=options.progress and state.is_main_process)
+    return state, context
+
+
+def instantiate(registry: Registry, names: list[str], settings: dict[str, dict[str, str]],
+                context: Any = None) -> list[Any]:
+    """Plugin objects (compressors or suites) built with their `--set` parameters and the run's context."""
+    objects = []
+    for name in names:
+        cls = registry.get(name)
+        objects.append(cls(build_params(cls.Params, settings.get(name, {}), name), context))
+    return objects
+
+
+def open_model(spec: Any, weights: str | None, device: str, dtype: str | None) -> Any:
+    """The loaded model of a resolved spec on `device`, with its load's memory peaks in `load_memory`."""
+    from harness.memory import PeakMemory
+    from harness.models.loading import load_model
+
+    with PeakMemory(device) as loading:
+        model = load_model(spec, weights=weights, device=device, dtype=dtype)
+    model.load_memory = loading
+    return model
+
+
+def expand_suites(names: list[str], quality_suites: tuple[str, ...]) -> list[str]:
+    """Suite names with the groups (quality, device, full) replaced by their members, each once, in order."""
+    from suites import SUITE_GROUPS
+
+    expanded: list[str] = []
+    for name in names:
+        if name == "quality":
+            members = list(quality_suites)
+        elif name in SUITE_GROUPS:
+            members = expand_suites(list(SUITE_GROUPS[name]), quality_suites)
+        else:
+            members = [name]
+        expanded += [m for m in members if m not in expanded]
+    return expanded

@@ -1,0 +1,61 @@
+"""FLOPs of whatever runs inside `count_flops`, counted from the modules (works on the meta device too): 2 * in * out
+per token for every Linear, the convolution's multiply-adds, and 4 * Lq * Lk * head_dim per head for every attention
+(QK^T and AV). `transformer_flops` counts one denoising step (doubled when classifier-free guidance runs the batch
+twice).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+
+@contextlib.contextmanager
+def count_flops() -> Iterator[dict[str, int]]:
+    """Count Linear, Conv2d and scaled-dot-product-attention FLOPs of whatever runs inside (any device)."""
+    import torch
+    import torch.nn.functional as F
+
+    counts = {"linear": 0, "conv": 0, "attention": 0}
+
+    def linear_hook(module: Any, inputs: Any, _output: Any) -> None:
+        x = inputs[0]
+        counts["linear"] += 2 * (x.numel() // x.shape[-1]) * module.in_features * module.out_features
+
+    def conv_hook(module: Any, _inputs: Any, output: Any) -> None:
+        kernel = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+        counts["conv"] += 2 * output.numel() * kernel
+
+    original_sdpa = F.scaled_dot_product_attention
+
+    def sdpa(query: Any, key: Any, value: Any, *args: Any, **kwargs: Any) -> Any:
+        batch_heads = query.numel() // (query.shape[-2] * query.shape[-1])
+        counts["attention"] += 2 * batch_heads * query.shape[-2] * key.shape[-2] * (query.shape[-1] + value.shape[-1])
+        return original_sdpa(query, key, value, *args, **kwargs)
+
+    handles = [torch.nn.modules.module.register_module_forward_hook(
+        lambda m, i, o: linear_hook(m, i, o) if isinstance(m, torch.nn.Linear) else (
+            conv_hook(m, i, o) if isinstance(m, torch.nn.Conv2d) else None))]
+    F.scaled_dot_product_attention = sdpa
+    try:
+        yield counts
+    finally:
+        F.scaled_dot_product_attention = original_sdpa
+        for handle in handles:
+            handle.remove()
+
+
+def transformer_flops(transformer: Any, spec: Any, sampling: Any, text_tokens: int) -> dict[str, int]:
+    """FLOPs of one denoising step (one forward, or two with CFG) at the sampling resolution."""
+    import torch
+
+    from harness.models.families import transformer_inputs
+
+    cfg = sampling.guidance_scale > 1 and spec.family == "sd3"
+    device = next(transformer.parameters()).device
+    inputs = transformer_inputs(transformer, 2 if cfg else 1, sampling.height, sampling.width, text_tokens,
+                                device, next(transformer.parameters()).dtype)
+    with count_flops() as counts, torch.no_grad():
+        transformer(**inputs)
+    return {**counts, "total": sum(counts.values()), "batch": 2 if cfg else 1}

@@ -1,0 +1,53 @@
+"""A model's components without weights: built on the meta device from the preset's configs (seconds, little RAM),
+or for real when the model is small enough (tiny and reference models)."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from harness.errors import UsageError
+
+
+def _component(path: str, config: dict[str, Any]) -> Any:
+    module_name, class_name = path.split(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    if module_name == "transformers":
+        config_class = cls.config_class
+        return cls(config_class(**config))
+    return cls(**config)
+
+
+def build_architecture(spec: Any) -> dict[str, Any]:
+    """The model's components (transformer, text encoders, VAE) without weights, in the model's dtype."""
+    import torch
+    from diffusers import FluxTransformer2DModel, SD3Transformer2DModel
+    from diffusers.utils import logging as diffusers_logging
+
+    verbosity = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()  # casting a weightless model to bf16 needs no "keep in float32" advice
+    try:
+        builder = spec.architecture or spec.build
+        if builder is not None:
+            pipeline = builder()
+            return {name: module.to(getattr(torch, spec.dtype)) for name, module in pipeline.components.items()
+                    if isinstance(module, torch.nn.Module)}
+        if not spec.transformer_config:
+            raise UsageError(f"'{spec.name}' has no architecture config to estimate from: use a registered preset")
+        model_class = SD3Transformer2DModel if spec.family == "sd3" else FluxTransformer2DModel
+        with torch.device("meta"):
+            components = {"transformer": model_class(**spec.transformer_config)}
+            components.update({name: _component(path, config)
+                               for name, (path, config) in spec.component_configs.items()})
+        return {name: module.to(getattr(torch, spec.dtype)) for name, module in components.items()}
+    finally:
+        diffusers_logging.set_verbosity(verbosity)
+
+
+def text_tokens_of(spec: Any, sampling: Any, components: dict[str, Any]) -> int:
+    """How many text tokens the transformer sees: SD3 77 CLIP tokens + the T5 length; FLUX the T5 length."""
+    t5 = sampling.max_sequence_length or (256 if spec.family == "sd3" else 512)
+    if spec.family == "flux":
+        return t5
+    clip = components["text_encoder"].config.max_position_embeddings if "text_encoder" in components else 77
+    return clip + t5
