@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     low, high = interval
     gain = bootstrap_interval(runs, args.metric, lambda v: v[2] - v[1], samples=args.resamples)
     for name, run, value in zip(("base", "pruned", "distilled"), runs, values, strict=True):
-        print(f"{name:9s} {value:.4f}  {run.results['method']['name']}  ({run.path.name})")
+        print(f"{name:9s} {value:.4f}  {run.results.method.name}  ({run.path.name})")
     verdict = "ok" if low >= args.min_recovered else "FAIL"
     gain_text = f" (95% CI {gain[0]:+.4f} to {gain[1]:+.4f})" if gain else ""
     print(f"{args.metric}: drop {values[0] - values[1]:+.4f}, distillation gain {values[2] - values[1]:+.4f}"

@@ -161,7 +161,7 @@ class Run(Command):
             settings.append(f"memory.emulate_device={args.emulate_device}")
         path = run(options_from(RunOptions, args, settings=settings))
         if path is not None:
-            for key, value in load_results(path)["metrics"].items():
+            for key, value in load_results(path).metrics.items():
                 print(f"{key} = {value:.4f}" if isinstance(value, float) else f"{key} = {value}")
             print(path)
 

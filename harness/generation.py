@@ -73,10 +73,11 @@ class GenerationSetup:
                   chain: tuple[tuple[str, str], ...] = ()) -> GenerationSetup:
         """The setup of a loaded model (harness.models.loading.LoadedModel) sampled with `sampling`."""
         from harness.environment import device_name
+        from harness.models.spec import dtype_name
 
         return cls(
             model_fingerprint=model.fingerprint,
-            dtype=str(model.dtype).removeprefix("torch."),
+            dtype=dtype_name(model.dtype),
             device=device_name(model.device),
             chain=chain,
             sampling=json.dumps(sampling.as_dict(), sort_keys=True),

@@ -6,17 +6,24 @@ into place at the end, so a crash never leaves a partial or corrupt file among t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import re
 import shutil
 import tempfile
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+RECORD_FIELD = "record"  # what a samples.jsonl row is:
+IMAGE_RECORD = "image"  # one generated image and its scores
+MEASUREMENT_RECORD = "measurement"  # a row of a measurement suite (a timed repeat, a device profile)
+
+SCHEMA_VERSION = 2  # 2: every samples.jsonl row says what it is (RECORD_FIELD)
+READABLE_VERSIONS = (1, 2)  # version 1 documents have the same fields; their rows are told apart on reading
 RESULTS_FILE = "results.json"
 SAMPLES_FILE = "samples.jsonl"
 _NON_FINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
@@ -82,17 +89,25 @@ def check_writable(output_dir: Path) -> None:
             from None
 
 
-def write_run(output_dir: Path, run_id: str, results: dict[str, Any], records: list[dict[str, Any]],
+def record_row(what: str, suite: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """A samples.jsonl row: what it is (IMAGE_RECORD or MEASUREMENT_RECORD), its suite, then the suite's fields."""
+    reserved = {RECORD_FIELD, "suite"} & set(fields)
+    if reserved:
+        raise RuntimeError(f"suite {suite} wrote the reserved record field(s) {sorted(reserved)}")
+    return {RECORD_FIELD: what, "suite": suite, **fields}
+
+
+def write_run(output_dir: Path, result: RunResult, records: list[dict[str, Any]],
               artifacts: dict[str, bytes] | None = None) -> Path:
     """Write results.json, samples.jsonl and any artifacts as one atomic folder rename; returns results.json's path."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    final = output_dir / run_id
-    staging = output_dir / f".staging-{run_id}-{os.getpid()}"
+    final = output_dir / result.run_id
+    staging = output_dir / f".staging-{result.run_id}-{os.getpid()}"
     staging.mkdir()
     try:
         (staging / SAMPLES_FILE).write_text("".join(json.dumps(json_safe(r), allow_nan=False) + "\n"
                                                     for r in records))
-        (staging / RESULTS_FILE).write_text(dumps(results) + "\n")
+        (staging / RESULTS_FILE).write_text(dumps(result.to_json()) + "\n")
         for name, content in (artifacts or {}).items():
             (staging / name).write_bytes(content)
         for file in staging.iterdir():
@@ -142,27 +157,139 @@ def thumbnails(suite: str, samples: list[Any]) -> dict[str, bytes]:
     return files
 
 
-def run_identity(results: dict[str, Any]) -> str:
-    """What makes two runs the same measurement: the weights, the resolved method chain, each suite's resolved
-    parameters, sampling and sample count, the seeds and the device type; not when they ran or how they were batched."""
-    return json.dumps(json_safe({
-        "model": [results["model"]["fingerprint"], results["model"]["dtype"]],
-        "method": results["method"]["chain"],
-        "suites": {name: [s["params"], s["sampling"], s["samples_requested"]] for name, s in results["suites"].items()},
-        "seeds": [results["generation"]["seed_mode"], results["generation"]["base_seed"]],
-        "device": results["device"]["type"]}), sort_keys=True)
+@dataclass
+class ModelRecord:
+    """The model as it ran: which weights (fingerprint), in what dtype, and the transformer after the chain."""
+
+    name: str
+    family: str
+    source: str
+    fingerprint: str
+    dtype: str
+    base: dict[str, Any] | None = None  # a saved compressed model's base model
+    transformer_parameters: int | None = None  # after the chain: what the leaderboard sizes methods by
+    transformer_weight_bytes: int | None = None
+
+
+@dataclass
+class MethodRecord:
+    name: str  # the chain as given, e.g. "hierarchicalprune+nf4"
+    chain: list[dict[str, Any]]  # per step: {"name", "params"} with every parameter resolved
+
+
+@dataclass
+class SuiteRecord:
+    """One suite's protocol (parameters, sampling, sample count) and what it scored."""
+
+    params: dict[str, Any]
+    sampling: dict[str, Any]
+    samples_requested: int
+    samples_scored: int = 0
+    notes: list[str] = field(default_factory=list)
+    artifacts: list[str] = field(default_factory=list)
+
+
+@dataclass
+class GenerationRecord:
+    seed_mode: str
+    base_seed: int
+    batch_size: int
+    num_processes: int = 1
+    cache_dir: str = ""
+    images_generated_main_process: int = 0
+    images_cached_main_process: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class CompressionRecord:
+    wall_seconds: float
+    steps: list[dict[str, Any]]  # per step: name, params, wall_seconds, cost (or from_cache)
+
+
+@dataclass
+class RunResult:
+    """The run document (results.json): what ran, on what, and every metric with its details."""
+
+    run_id: str
+    created: str
+    command: list[str]
+    model: ModelRecord
+    method: MethodRecord
+    suites: dict[str, SuiteRecord]
+    metrics: dict[str, float]
+    metric_details: dict[str, dict[str, Any]]
+    generation: GenerationRecord
+    compression: CompressionRecord
+    device: dict[str, Any]  # harness.environment.device_info
+    versions: dict[str, str]
+    git_commit: str | None
+    wall_seconds: float
+    schema_version: int = SCHEMA_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        document = dataclasses.asdict(self)
+        return {"schema_version": document.pop("schema_version"), **document}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunResult:
+        """The document of any readable schema version (the fields did not change from version 1)."""
+        data = dict(data)
+        data["model"] = ModelRecord(**data["model"])
+        data["method"] = MethodRecord(**data["method"])
+        data["suites"] = {name: SuiteRecord(**suite) for name, suite in data["suites"].items()}
+        data["generation"] = GenerationRecord(**data["generation"])
+        data["compression"] = CompressionRecord(**data["compression"])
+        return cls(**data)
+
+    def protocol(self, suite: str | None = None) -> dict[str, Any]:
+        """This run's protocol (`run_protocol`), of every suite or only of `suite`."""
+        suites = self.suites if suite is None else {suite: self.suites[suite]}
+        return run_protocol(suites, self.generation.seed_mode, self.generation.base_seed, self.device["type"])
+
+    def identity(self) -> str:
+        return run_identity(self.model.fingerprint, self.model.dtype, self.method.chain, self.protocol())
+
+    def protocol_differences(self, other: RunResult, suite: str) -> list[str]:
+        """Which parts of `suite`'s protocol differ between this run and `other` (empty: they compare pairwise)."""
+        if suite not in self.suites or suite not in other.suites:
+            return [f"{suite} is not in both runs"]
+        ours, theirs = self.protocol(suite), other.protocol(suite)
+        differences = [part for part, index in (("suite parameters", 0), ("sampling", 1), ("sample count", 2))
+                       if ours["suites"][suite][index] != theirs["suites"][suite][index]]
+        return differences + [part for part in ("seeds", "device") if ours[part] != theirs[part]]
+
+
+def run_protocol(suites: dict[str, SuiteRecord], seed_mode: str, base_seed: int, device_type: str) -> dict[str, Any]:
+    """How images were drawn and scored, apart from the model and the method: each suite's resolved parameters,
+    sampling and sample count, the seeds and the device type. Two runs compare pairwise only under one protocol."""
+    return json_safe({
+        "suites": {name: [s.params, s.sampling, s.samples_requested] for name, s in sorted(suites.items())},
+        "seeds": [seed_mode, base_seed], "device": device_type})
+
+
+def run_identity(fingerprint: str, dtype: str, chain: list[dict[str, Any]], protocol: dict[str, Any]) -> str:
+    """What makes two runs the same measurement: the weights and dtype, the resolved chain and the protocol; not
+    when they ran or how they were batched. The one definition recipes (skip a finished run), the leaderboard
+    (newest run per identity) and `harness check` use."""
+    return json.dumps({"model": [fingerprint, dtype], "method": json_safe(chain), **protocol}, sort_keys=True)
 
 
 def find_finished_run(output_dir: Path, identity: str) -> Path | None:
-    """The results.json of a finished run in `output_dir` whose `run_identity` is `identity`, if there is one."""
+    """The results.json of a finished run in `output_dir` whose identity is `identity`, if there is one."""
+    from harness.errors import UsageError
+
     for path in sorted(Path(output_dir).glob(f"*/{RESULTS_FILE}")):
-        if run_identity(from_json_safe(json.loads(path.read_text()))) == identity:
-            return path
+        try:
+            if load_results(path).identity() == identity:
+                return path
+        except UsageError:
+            continue  # another schema or a damaged file is not this run
     return None
 
 
-def load_results(path: Path) -> dict[str, Any]:
-    """Read a results.json (or its run folder), checking the schema version."""
+def load_results(path: Path) -> RunResult:
+    """Read a results.json (or its run folder): this schema, or an older one migrated on reading."""
     from harness.errors import UsageError
 
     path = Path(path)
@@ -174,7 +301,20 @@ def load_results(path: Path) -> dict[str, Any]:
         raise UsageError(f"no results at '{path}'") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"'{path}' is not a valid results file ({exc})") from None
-    if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
-        raise UsageError(f"'{path}' has schema version {data.get('schema_version') if isinstance(data, dict) else '?'}"
-                         f"; this harness reads version {SCHEMA_VERSION}")
-    return from_json_safe(data)
+    version = data.get("schema_version") if isinstance(data, dict) else None
+    if version not in READABLE_VERSIONS:
+        raise UsageError(f"'{path}' has schema version {version if version is not None else '?'}; this harness "
+                         f"reads versions {', '.join(map(str, READABLE_VERSIONS))}")
+    return RunResult.from_json(from_json_safe(data))
+
+
+def load_records(folder: Path, schema_version: int = SCHEMA_VERSION) -> list[dict[str, Any]]:
+    """The rows of a run folder's samples.jsonl, each saying what it is in RECORD_FIELD (rows of version 1 did not:
+    an image row was the one with a `prompt_index`)."""
+    path = Path(folder) / SAMPLES_FILE
+    if not path.is_file():
+        return []
+    rows = [from_json_safe(json.loads(line)) for line in path.read_text().splitlines()]
+    if schema_version == 1:
+        rows = [{RECORD_FIELD: IMAGE_RECORD if "prompt_index" in row else MEASUREMENT_RECORD, **row} for row in rows]
+    return rows

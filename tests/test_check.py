@@ -113,3 +113,19 @@ def test_recovery_benchmark_reads_three_runs(runs):
     assert "recovered 100.0% (95% CI 100.0% to 100.0%" in full.stdout
     assert none.returncode == 1, none.stdout + none.stderr
     assert "recovered 0.0% (95% CI 0.0% to 0.0%" in none.stdout
+
+
+def test_a_baseline_under_another_protocol_is_named_in_the_verdict(runs, tmp_path):
+    """check uses the runs' one identity: a baseline drawn with other sampling is still compared (fewer steps may
+    be the change under test) but the verdict says so; one of the same protocol says nothing."""
+    dirs = {"cache": runs["base"].parent.parent / "cache", "out": tmp_path / "runs"}
+    result = invoke(*run_args(dirs, "--model", "tiny-sd3", "--suite", "fidelity", "--limit", "6",
+                              "--set", "sampling.num_inference_steps=3"))
+    assert result.returncode == 0, result.stderr
+    other = Path(result.stdout.strip().splitlines()[-1]).parent
+    differing = invoke("check", str(other), "--baseline", str(runs["base"]), "--max-drop", "fidelity/ssim=1")
+    assert differing.returncode == 0, differing.stderr
+    assert "note: the runs differ in sampling, not only in model and method" in differing.stdout
+    same = invoke("check", str(runs["pruned"]), "--baseline", str(runs["base"]), "--max-drop", "fidelity/ssim=1",
+                  "--json")
+    assert json.loads(same.stdout)["checks"][0]["protocol_differences"] == []

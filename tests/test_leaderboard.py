@@ -53,6 +53,32 @@ def test_tables_compare_with_the_base_run(results):
         "http://www.w3.org/2000/svg", "")  # self-contained
 
 
+def test_a_change_is_computed_only_against_a_base_of_the_same_protocol(results, tmp_path):
+    """A run at another --limit is a row of its own, and its change is taken against the base run of the same
+    prompts, never against a base that scored other prompts."""
+    board_dir = tmp_path / "results"
+    shutil.copytree(results, board_dir, ignore=shutil.ignore_patterns("leaderboard.*", "LEADERBOARD.md"))
+    dirs = {"cache": results.parent / "cache", "out": board_dir / "runs"}
+    fast_two = [*FAST[:2], "--limit", "2"]
+    result = invoke(*run_args(dirs, "--model", "tiny-sd3", "--method", "depth-last", "--suite", "fidelity", *fast_two))
+    assert result.returncode == 0, result.stderr
+
+    def depth_last_rows() -> dict[str, dict]:
+        rows = build(collect(board_dir))["tiny-sd3"]["rows"]
+        return {row["method"]: row for row in rows if row["method"].startswith("depth-last")}
+
+    rows = depth_last_rows()
+    assert len(rows) == 2 and all("[" in label for label in rows)  # same method, told apart by sample counts
+    two = next(row for label, row in rows.items() if "fidelity 2" in label)
+    four = next(row for label, row in rows.items() if "fidelity 4" in label)
+    assert "change" in four["metrics"]["fidelity/ssim"] and "change" not in two["metrics"]["fidelity/ssim"]
+
+    result = invoke(*run_args(dirs, "--model", "tiny-sd3", "--method", "none", "--suite", "fidelity", *fast_two))
+    assert result.returncode == 0, result.stderr
+    two = next(row for label, row in depth_last_rows().items() if "fidelity 2" in label)
+    assert two["metrics"]["fidelity/ssim"]["change"] == pytest.approx(two["metrics"]["fidelity/ssim"]["value"] - 1.0)
+
+
 def test_pareto_front():
     points = [(1.0, 0.5, "a"), (2.0, 0.7, "b"), (2.5, 0.6, "c"), (3.0, 0.9, "d"), (1.5, 0.4, "e")]
     assert [p[2] for p in pareto_front(points)] == ["a", "b", "d"]

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
-from conftest import invoke, read_results, run_args
+from conftest import REPO, invoke, read_results, run_args
 
-from harness.results import load_results
+from harness.results import IMAGE_RECORD, RECORD_FIELD, SCHEMA_VERSION, load_results
 
 
 def test_run_writes_versioned_results_and_second_run_generates_nothing(dirs):
     first = invoke(*run_args(dirs, "--limit", "6", "--batch-size", "4"))
     assert first.returncode == 0, first.stderr
     results = read_results(first.stdout)
-    assert results["schema_version"] == 1
+    assert results["schema_version"] == SCHEMA_VERSION == 2
     assert results["model"]["name"] == "tiny-sd3" and results["model"]["fingerprint"].startswith("sha256:")
     assert results["method"] == {"name": "none", "chain": [{"name": "none", "params": {}}]}
     assert results["suites"]["fidelity"]["samples_requested"] == 6
@@ -33,6 +34,7 @@ def test_run_writes_versioned_results_and_second_run_generates_nothing(dirs):
     records = [json.loads(line) for line in samples_file.read_text().splitlines()]
     assert len(records) == 6 and {r["prompt_index"] for r in records} == set(range(6))
     assert all(Path(r["image"]).is_file() and r["psnr"] == "inf" for r in records)
+    assert {r[RECORD_FIELD] for r in records} == {IMAGE_RECORD}
 
     second = invoke(*run_args(dirs, "--limit", "6", "--batch-size", "4"))
     assert second.returncode == 0, second.stderr
@@ -76,14 +78,14 @@ def test_load_results_restores_infinities(dirs):
     proc = invoke(*run_args(dirs, "--limit", "1"))
     assert proc.returncode == 0, proc.stderr
     loaded = load_results(Path(proc.stdout.strip().splitlines()[-1]))
-    assert loaded["metrics"]["fidelity/psnr"] == float("inf")
+    assert loaded.metrics["fidelity/psnr"] == float("inf")
 
 
 def test_an_interrupted_recipe_resumes_without_measuring_a_finished_run_again(dirs, capsys):
     """A rerun recipe skips the entries already in its output folder (no duplicate leaderboard rows); a changed
     setting, or other weights, is a new measurement."""
     from harness.commands.recipe import Recipe, RecipeRun, run_recipe
-    from harness.results import find_finished_run, run_identity
+    from harness.results import find_finished_run
 
     recipe = Recipe(name="resume-test", description="", model="tiny-sd3", suites=("fidelity",),
                     runs=(RecipeRun("none"), RecipeRun("depth-last", ("depth-last.budget=0.3",
@@ -101,6 +103,23 @@ def test_an_interrupted_recipe_resumes_without_measuring_a_finished_run_again(di
     assert len(third) == 4 and set(first) < set(third)  # --limit changes the sample count: new runs
 
     finished = load_results(first[0])
-    assert find_finished_run(dirs["out"] / "runs", run_identity(finished)) == first[0]
-    other_weights = {**finished, "model": {**finished["model"], "fingerprint": "sha256:other"}}
-    assert find_finished_run(dirs["out"] / "runs", run_identity(other_weights)) is None
+    assert find_finished_run(dirs["out"] / "runs", finished.identity()) == first[0]
+    other_weights = dataclasses.replace(finished, model=dataclasses.replace(finished.model, fingerprint="sha256:other"))
+    assert find_finished_run(dirs["out"] / "runs", other_weights.identity()) is None
+
+
+def test_committed_version_1_runs_read_with_their_rows_told_apart():
+    """The committed reference table predates schema 2: it still reads, its image rows are told from its
+    measurement rows, and reading then writing a document keeps every field."""
+    from harness.commands.compare import load_run
+    from harness.results import MEASUREMENT_RECORD, RunResult, from_json_safe, json_safe
+
+    folder = next((REPO / "results" / "reference" / "runs").glob("*_reference-none"))
+    run = load_run(folder)
+    assert run.results.schema_version == 1
+    kinds = {r[RECORD_FIELD] for r in run.records}
+    assert kinds == {IMAGE_RECORD, MEASUREMENT_RECORD}
+    assert all(("prompt_index" in r) == (r[RECORD_FIELD] == IMAGE_RECORD) for r in run.records)
+    assert len(run.suite_records("geneval-shapes")) == run.results.suites["geneval-shapes"].samples_scored
+    document = json.loads((folder / "results.json").read_text())
+    assert json_safe(RunResult.from_json(from_json_safe(document)).to_json()) == document

@@ -91,6 +91,7 @@ def analyze(options: AnalyzeOptions) -> Path:
         write_atomic(progress_path, dumps({"identity": identity, "scores": done}).encode())
 
     from harness.environment import package_versions
+    from harness.models.spec import dtype_name
 
     ranking = Ranking(
         metric_key, metric.higher_is_better, options.granularity, base_score,
@@ -99,7 +100,7 @@ def analyze(options: AnalyzeOptions) -> Path:
         details={"created": datetime.now(timezone.utc).isoformat(), "samples": len(requests),
                  "limit": options.limit, "suite_params": suite.resolved_params(), "sampling": sampling.as_dict(),
                  "seed": options.seed, "seed_mode": options.seed_mode, "batch_size": options.batch_size,
-                 "device": str(model.device), "dtype": str(model.dtype).removeprefix("torch."),
+                 "device": str(model.device), "dtype": dtype_name(model.dtype),
                  "seconds_this_session": round(time.perf_counter() - started, 1),
                  "versions": package_versions()},
     )

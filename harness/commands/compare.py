@@ -9,7 +9,6 @@ GenEval's per-task averaging is respected.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from collections.abc import Callable
@@ -18,40 +17,39 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UsageError
+from harness.results import IMAGE_RECORD, RECORD_FIELD, RunResult
 
 BOOTSTRAP_SAMPLES = 1000
 
 
 @dataclass
 class Run:
-    results: dict[str, Any]
+    results: RunResult
     records: list[dict[str, Any]]
     path: Path
 
     def value(self, key: str) -> float:
-        if key not in self.results["metrics"]:
-            raise UsageError(f"{self.path} has no metric '{key}'; it has: {', '.join(self.results['metrics'])}")
-        return float(self.results["metrics"][key])
+        if key not in self.results.metrics:
+            raise UsageError(f"{self.path} has no metric '{key}'; it has: {', '.join(self.results.metrics)}")
+        return float(self.results.metrics[key])
 
     def suite_records(self, suite: str) -> list[dict[str, Any]]:
-        return [r for r in self.records if r.get("suite") == suite and "prompt_index" in r]
+        """The suite's per-image rows (what the paired bootstrap resamples)."""
+        return [r for r in self.records if r["suite"] == suite and r[RECORD_FIELD] == IMAGE_RECORD]
 
 
 def load_run(path: Path) -> Run:
-    """A run folder (or its results.json) with its per-image records."""
-    from harness.results import SAMPLES_FILE, from_json_safe, load_results
+    """A run folder (or its results.json) with its per-sample records."""
+    from harness.results import load_records, load_results
 
     path = Path(path)
     folder = path if path.is_dir() else path.parent
     results = load_results(path)
-    samples = folder / SAMPLES_FILE
-    records = [from_json_safe(json.loads(line)) for line in samples.read_text().splitlines()] \
-        if samples.is_file() else []
-    return Run(results, records, folder)
+    return Run(results, load_records(folder, results.schema_version), folder)
 
 
 def higher_is_better(run: Run, key: str) -> bool:
-    details = run.results.get("metric_details", {}).get(key)
+    details = run.results.metric_details.get(key)
     if details is not None and "higher_is_better" in details:
         return bool(details["higher_is_better"])
     from harness.metrics import lookup
@@ -166,6 +164,8 @@ def check(run_path: Path, baseline_path: Path, tolerances: list[Tolerance],
         significant = interval is not None and interval[0] > 0
         failed = exceeded and (significant or not significant_only or interval is None)
         rows.append({"metric": tolerance.key, "higher_is_better": better, "baseline": base, "run": value,
+                     "protocol_differences": run.results.protocol_differences(baseline.results,
+                                                                              tolerance.key.partition("/")[0]),
                      "drop": lost, "allowed": allowed, "tolerance": f"{tolerance.amount * 100:g}%" if
                      tolerance.relative else f"{tolerance.amount:g}",
                      "interval_95": list(interval) if interval else None, "significant": significant,
@@ -196,5 +196,8 @@ def format_check(report: dict[str, Any]) -> str:
         verdict = "ok" if row["passed"] else "FAIL"
         lines.append(f"{row['metric']:<34} {row['baseline']:>10.4g} {row['run']:>10.4g} {row['drop']:>+10.4g} "
                      f"{row['allowed']:>10.4g}  {interval:<22} {verdict}")
+        if row["protocol_differences"]:  # a deliberate change (fewer steps) or a mistake: the reader decides
+            lines.append(f"  note: the runs differ in {', '.join(row['protocol_differences'])}, not only in "
+                         "model and method")
     lines += ["", "passed" if report["passed"] else "FAILED: a metric dropped by more than its tolerance"]
     return "\n".join(lines)

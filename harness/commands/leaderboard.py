@@ -6,7 +6,8 @@ run and a 95% interval of the change (paired bootstrap over prompts, `harness.co
 (wall time, ablations, distillation steps) and the device each figure came from. Written as Markdown, CSV and one
 self-contained HTML page: a click-sortable table, quality-vs-memory and quality-vs-latency plots with the Pareto
 front marked, and per-prompt image grids comparing the methods side by side (from the thumbnails runs keep).
-The newest run of each (model, method, parameters, suites) wins.
+The newest run of each identity (`harness.results.run_identity`) wins; a change is computed only against a base
+run of the same protocol (prompts, seeds, sampling, suite parameters).
 """
 
 from __future__ import annotations
@@ -15,15 +16,14 @@ import base64
 import csv
 import html
 import io
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 from harness.commands.compare import Run, bootstrap_change, load_run
+from harness.devices import GIB
 from harness.errors import UsageError
 
-GIB = 1024**3
 MEMORY_KEYS = (("memory/inference_nvml_peak_gib", "NVML peak"), ("memory/inference_reserved_peak_gib",
                                                                    "reserved peak"),
                ("memory/inference_peak_rss_gib", "host RSS peak"))
@@ -41,12 +41,12 @@ def collect(results_dir: Path) -> list[Run]:
             runs.append(load_run(path))
         except UsageError:
             continue  # another schema or a damaged file: not ours to show
-    return sorted(runs, key=lambda r: r.results.get("created", ""), reverse=True)
+    return sorted(runs, key=lambda r: r.results.created, reverse=True)
 
 
 def _label(run: Run) -> str:
     parts = []
-    for step in run.results["method"]["chain"]:
+    for step in run.results.method.chain:
         changed = {k: v for k, v in step["params"].items() if k in ("budget", "blocks", "distill_steps",
                                                                    "total_budget") and v not in (None, [], ())
                    and not (k == "total_budget" and not v)}  # 0: the aggressive regime is off
@@ -55,26 +55,24 @@ def _label(run: Run) -> str:
     return " + ".join(parts) or "none"
 
 
-def _identity(run: Run) -> str:
-    r = run.results
-    return json.dumps([r["model"]["name"], r["model"].get("fingerprint"), r["method"]["chain"],
-                       sorted(r["suites"])], sort_keys=True)
+def _sample_counts(run: Run) -> str:
+    return ", ".join(f"{name} {suite.samples_requested}" for name, suite in sorted(run.results.suites.items())
+                     if suite.samples_requested)
 
 
 def _model_key(run: Run) -> str:
-    base = run.results["model"].get("base")
-    return (base or run.results["model"])["name"]
+    base = run.results.model.base
+    return base["name"] if base else run.results.model.name
 
 
 def _is_base(run: Run) -> bool:
-    return all(step["name"] == "none" for step in run.results["method"]["chain"]) and \
-        not run.results["model"].get("base")
+    return all(step["name"] == "none" for step in run.results.method.chain) and not run.results.model.base
 
 
 def _quality_keys(runs: list[Run]) -> list[str]:
     keys: list[str] = []
     for run in runs:
-        for key in run.results["metrics"]:
+        for key in run.results.metrics:
             if key.split("/")[0] not in DEVICE_SUITES and key not in keys:
                 keys.append(key)
     return keys
@@ -84,52 +82,63 @@ def _finite(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
+def _base_for(run: Run, key: str, bases: list[Run]) -> Run | None:
+    """The newest base run that measured `key`'s suite under the same protocol as `run`: a change is only ever
+    computed between runs of the same prompts, seeds, sampling and suite parameters."""
+    suite = key.partition("/")[0]
+    return next((base for base in bases if key in base.results.metrics
+                 and not run.results.protocol_differences(base.results, suite)), None)
+
+
 def build(runs: list[Run]) -> dict[str, Any]:
-    """{model: {"base": run id or None, "quality": [metric keys], "rows": [...]}} from the newest run per identity."""
+    """{model: {"base": run id or None, "quality": [metric keys], "rows": [...]}} from the newest run per identity
+    (`harness.results.run_identity`: runs at another --limit or other settings are rows of their own)."""
     newest: dict[str, Run] = {}
     for run in runs:
-        newest.setdefault(_identity(run), run)
+        newest.setdefault(run.results.identity(), run)
     board: dict[str, Any] = {}
     for run in newest.values():
-        board.setdefault(_model_key(run), {"runs": []})["runs"].append(run)
-    for model, entry in board.items():
-        bases = [r for r in entry.pop("runs") if _is_base(r)]
-        runs_of_model = [r for r in newest.values() if _model_key(r) == model]
-        base = bases[0] if bases else None
+        board.setdefault(_model_key(run), []).append(run)
+    for model, runs_of_model in board.items():
+        bases = [r for r in runs_of_model if _is_base(r)]
         quality = _quality_keys(runs_of_model)
-        entry.update({"base": base.results["run_id"] if base else None, "quality": quality,
-                      "rows": [_row(run, base, quality) for run in sorted(
-                          runs_of_model, key=lambda r: (not _is_base(r), _label(r)))]})
+        labels = [_label(r) for r in runs_of_model]
+        ambiguous = {label for label in labels if labels.count(label) > 1}
+        rows = [_row(run, bases, quality, f"{label} [{_sample_counts(run)}]" if label in ambiguous else label)
+                for run, label in zip(runs_of_model, labels, strict=True)]
+        board[model] = {"base": bases[0].results.run_id if bases else None, "quality": quality,
+                        "rows": sorted(rows, key=lambda row: (not row["is_base"], row["method"]))}
     return board
 
 
-def _row(run: Run, base: Run | None, quality: list[str]) -> dict[str, Any]:
+def _row(run: Run, bases: list[Run], quality: list[str], label: str) -> dict[str, Any]:
     from harness.commands.compare import higher_is_better
 
     results = run.results
-    metrics = results["metrics"]
-    parameters = results["model"].get("transformer_parameters")
-    base_parameters = base.results["model"].get("transformer_parameters") if base else None
+    metrics = results.metrics
+    parameters = results.model.transformer_parameters
+    base_parameters = bases[0].results.model.transformer_parameters if bases else None
     memory = next(((metrics[k], label) for k, label in MEMORY_KEYS if _finite(metrics.get(k)) is not None),
                   (None, None))
-    steps = results["compression"]["steps"]
+    steps = results.compression.steps
     row: dict[str, Any] = {
-        "method": _label(run), "run_id": results["run_id"], "is_base": _is_base(run),
+        "method": label, "run_id": results.run_id, "is_base": _is_base(run),
         "transformer_parameters": parameters,
         "parameters_pct_of_base": 100 * parameters / base_parameters if parameters and base_parameters else None,
-        "transformer_weight_gib": (results["model"].get("transformer_weight_bytes") or 0) / GIB or None,
+        "transformer_weight_gib": (results.model.transformer_weight_bytes or 0) / GIB or None,
         "peak_memory_gib": memory[0], "peak_memory_basis": memory[1],
         "latency_ms": _finite(metrics.get(LATENCY_KEY)),
-        "compression_seconds": results["compression"]["wall_seconds"],
+        "compression_seconds": results.compression.wall_seconds,
         "ablations": sum(s["cost"].get("ablations", 0) for s in steps if isinstance(s.get("cost"), dict)),
         "distillation_steps": sum(s["cost"].get("distillation", {}).get("steps", 0) for s in steps
                                   if isinstance(s.get("cost"), dict)),
-        "device": results["device"].get("name", results["device"].get("type")),
+        "device": results.device.get("name", results.device.get("type")),
         "metrics": {},
     }
     for key in quality:
         value = _finite(metrics.get(key))
-        base_value = _finite(base.results["metrics"].get(key)) if base else None
+        base = _base_for(run, key, bases)
+        base_value = _finite(base.results.metrics.get(key)) if base else None
         cell: dict[str, Any] = {"value": value, "higher_is_better": higher_is_better(run, key) if key in metrics
                                 else None}
         if value is not None and base_value is not None and base is not run:

@@ -25,8 +25,27 @@ from harness.commands.setup import GenerationOptions, expand_suites, instantiate
 from harness.context import Context
 from harness.errors import UsageError
 from harness.generation import GenerationSetup, GenerationStats, ImageCache, load_samples
+from harness.models.spec import dtype_name
 from harness.params import override_params, parse_set_options
 from harness.registry import COMPRESSORS, SUITES
+from harness.results import (
+    IMAGE_RECORD,
+    MEASUREMENT_RECORD,
+    CompressionRecord,
+    GenerationRecord,
+    MethodRecord,
+    ModelRecord,
+    RunResult,
+    SuiteRecord,
+    find_finished_run,
+    new_run_id,
+    record_row,
+    remove_stale_staging,
+    run_identity,
+    run_protocol,
+    thumbnails,
+    write_run,
+)
 
 
 @dataclass
@@ -56,9 +75,20 @@ class RunPlan:
         return override_params(spec.sampling, self.sampling_settings, "sampling")
 
     @property
-    def method(self) -> dict[str, Any]:
-        return {"name": "+".join(self.options.methods),
-                "chain": [{"name": c.name, "params": c.resolved_params()} for c in self.compressors]}
+    def method(self) -> MethodRecord:
+        return MethodRecord("+".join(self.options.methods),
+                            [{"name": c.name, "params": c.resolved_params()} for c in self.compressors])
+
+    def suite_protocols(self, sampling: Any) -> dict[str, SuiteRecord]:
+        """Each suite's protocol as the result records it, before anything is scored."""
+        return {suite.name: SuiteRecord(suite.resolved_params(), sampling.as_dict(), len(self.requests[suite.name]))
+                for suite in self.suites}
+
+    def identity(self, model: Any) -> str:
+        """The identity (`harness.results.run_identity`) the run of this plan on `model` will have."""
+        protocol = run_protocol(self.suite_protocols(self.sampling_for(model.spec)), self.options.seed_mode,
+                                self.options.seed, model.device.type)
+        return run_identity(model.fingerprint, dtype_name(model.dtype), self.method.chain, protocol)
 
     @property
     def chain_identity(self) -> tuple[tuple[str, str], ...]:
@@ -181,7 +211,6 @@ def execute(plan: RunPlan, model: Any) -> Execution:
 
 def run(options: RunOptions) -> Path | None:
     """Run the benchmark; returns the path of results.json on the main process, None on the others."""
-    from harness.results import find_finished_run, remove_stale_staging, run_identity
 
     started = time.perf_counter()
     plan = plan_run(options)
@@ -189,17 +218,10 @@ def run(options: RunOptions) -> Path | None:
     if plan.state.is_main_process:
         remove_stale_staging(options.output_dir)
     if options.skip_finished:
-        sampling = plan.sampling_for(model.spec)
-        finished = find_finished_run(options.output_dir, run_identity({
-            "model": {"fingerprint": model.fingerprint, "dtype": str(model.dtype).removeprefix("torch.")},
-            "method": plan.method,
-            "suites": {suite.name: {"params": suite.resolved_params(), "sampling": sampling.as_dict(),
-                                    "samples_requested": len(plan.requests[suite.name])} for suite in plan.suites},
-            "generation": {"seed_mode": options.seed_mode, "base_seed": options.seed},
-            "device": {"type": model.device.type}}))
+        finished = find_finished_run(options.output_dir, plan.identity(model))
         if finished is not None:
             if plan.state.is_main_process:
-                print(f"harness: {plan.method['name']} already measured in {finished.parent}: skipped",
+                print(f"harness: {plan.method.name} already measured in {finished.parent}: skipped",
                       file=sys.stderr)
             return finished if plan.state.is_main_process else None
     execution = execute(plan, model)
@@ -212,12 +234,11 @@ def write_result(plan: RunPlan, execution: Execution, started: float) -> Path:
     """Score every image suite, gather the measurements and write the run folder (main process)."""
     from harness.environment import device_info, git_commit, package_versions
     from harness.models.footprint import parameter_count, weight_bytes
-    from harness.results import SCHEMA_VERSION, new_run_id, thumbnails, write_run
 
     options, model, cache = plan.options, execution.model, ImageCache(plan.context.cache_dir)
     metrics: dict[str, Any] = {}
     details: dict[str, Any] = {}
-    suite_records: dict[str, Any] = {}
+    suite_records = plan.suite_protocols(execution.sampling)
     records: list[dict[str, Any]] = []
     artifacts: dict[str, bytes] = {}
     for suite in plan.suites:
@@ -227,9 +248,17 @@ def write_result(plan: RunPlan, execution: Execution, started: float) -> Path:
                       if suite.needs_reference else None)
         if suite.kind == "measurement":
             result = execution.measurements[suite.name]
-            records += [{"suite": suite.name, **row} for row in result.records]
+            records += [record_row(MEASUREMENT_RECORD, suite.name, row) for row in result.records]
         else:
             result = suite.score(samples, references)
+            for index, (sample, scores) in enumerate(zip(samples, result.records, strict=True)):
+                record = record_row(IMAGE_RECORD, suite.name, {
+                    "prompt": sample.request.prompt, "prompt_index": sample.request.prompt_index,
+                    "sample_index": sample.request.sample_index, "seed": sample.seed, "image": str(sample.path),
+                    **scores})
+                if references is not None:
+                    record["reference_image"] = str(references[index].path)
+                records.append(record)
         declared = {m.name: m for m in suite.metrics}
         for metric_name, value in result.metrics.items():
             key = f"{suite.name}/{metric_name}"
@@ -238,50 +267,37 @@ def write_result(plan: RunPlan, execution: Execution, started: float) -> Path:
             metrics[key] = value.value
             details[key] = {**value.as_dict(), "unit": declared[metric_name].unit,
                             "higher_is_better": declared[metric_name].higher_is_better}
-        suite_records[suite.name] = {
-            "params": suite.resolved_params(), "sampling": execution.sampling.as_dict(),
-            "samples_requested": len(requests), "samples_scored": len(samples), "notes": result.notes,
-            "artifacts": [f"{suite.name}-{name}" for name in result.artifacts],
-        }
+        suite_record = suite_records[suite.name]
+        suite_record.samples_scored, suite_record.notes = len(samples), result.notes
+        suite_record.artifacts = [f"{suite.name}-{name}" for name in result.artifacts]
         artifacts.update({f"{suite.name}-{name}": content for name, content in result.artifacts.items()})
         artifacts.update(thumbnails(suite.name, samples))
-        image_records = [] if suite.kind == "measurement" else result.records
-        for index, (sample, scores) in enumerate(zip(samples, image_records, strict=True)):
-            record = {"suite": suite.name, "prompt": sample.request.prompt,
-                      "prompt_index": sample.request.prompt_index, "sample_index": sample.request.sample_index,
-                      "seed": sample.seed, "image": str(sample.path), **scores}
-            if references is not None:
-                record["reference_image"] = str(references[index].path)
-            records.append(record)
 
     spec, stats, steps = model.spec, execution.stats, execution.compression_steps
-    run_id = new_run_id(spec.name, plan.method["name"])
-    results = {
-        "schema_version": SCHEMA_VERSION,
-        "run_id": run_id,
-        "created": datetime.now(timezone.utc).isoformat(),
-        "command": sys.argv,
-        "model": {"name": spec.name, "family": spec.family, "source": model.source,
-                  "fingerprint": model.fingerprint, "dtype": execution.run_setup.dtype,
-                  "base": model.base,  # a saved compressed model's base model, else None
-                  # the transformer as it ran (after the chain): what the leaderboard sizes methods by
-                  "transformer_parameters": parameter_count(model.transformer),
-                  "transformer_weight_bytes": weight_bytes(model.transformer)},
-        "method": plan.method,
-        "suites": suite_records,
-        "metrics": metrics,
-        "metric_details": details,
-        "generation": {"seed_mode": options.seed_mode, "base_seed": options.seed,
-                       "batch_size": execution.batch_size, "num_processes": plan.state.num_processes,
-                       "cache_dir": str(plan.context.cache_dir), "images_generated_main_process": stats.generated,
-                       "images_cached_main_process": stats.cached, "seconds": stats.seconds},
-        "compression": {"wall_seconds": sum(s["wall_seconds"] for s in steps), "steps": steps},
-        "device": device_info(plan.context.device),
-        "versions": package_versions(),
-        "git_commit": git_commit(),
-        "wall_seconds": time.perf_counter() - started,
-    }
-    return write_run(options.output_dir, run_id, results, records, artifacts)
+    result = RunResult(
+        run_id=new_run_id(spec.name, plan.method.name),
+        created=datetime.now(timezone.utc).isoformat(),
+        command=sys.argv,
+        model=ModelRecord(name=spec.name, family=spec.family, source=model.source, fingerprint=model.fingerprint,
+                          dtype=execution.run_setup.dtype, base=model.base,
+                          transformer_parameters=parameter_count(model.transformer),
+                          transformer_weight_bytes=weight_bytes(model.transformer)),
+        method=plan.method,
+        suites=suite_records,
+        metrics=metrics,
+        metric_details=details,
+        generation=GenerationRecord(seed_mode=options.seed_mode, base_seed=options.seed,
+                                    batch_size=execution.batch_size, num_processes=plan.state.num_processes,
+                                    cache_dir=str(plan.context.cache_dir),
+                                    images_generated_main_process=stats.generated,
+                                    images_cached_main_process=stats.cached, seconds=stats.seconds),
+        compression=CompressionRecord(wall_seconds=sum(s["wall_seconds"] for s in steps), steps=steps),
+        device=device_info(plan.context.device),
+        versions=package_versions(),
+        git_commit=git_commit(),
+        wall_seconds=time.perf_counter() - started,
+    )
+    return write_run(options.output_dir, result, records, artifacts)
 
 
 def compress(options: RunOptions, save: Path) -> Path:

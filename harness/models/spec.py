@@ -10,6 +10,11 @@ from typing import Any, Literal
 Family = Literal["sd3", "flux"]
 
 
+def dtype_name(dtype: Any) -> str:
+    """A torch dtype as the harness writes it: "bfloat16", not "torch.bfloat16"."""
+    return str(dtype).removeprefix("torch.")
+
+
 @dataclass(frozen=True)
 class SamplingSettings:
     """How images are drawn. Presets carry the official settings; `--set sampling.<field>=...` overrides them."""
