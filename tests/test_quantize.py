@@ -43,9 +43,6 @@ def test_quantisers_swap_every_linear_and_shrink_storage(method, bits, max_error
     assert 0 < error < max_error
 
 
-INT8_RESTORE_BROKEN = pytest.mark.xfail(strict=True, reason="int8 restore: the meta-device bias cannot move")
-
-
 def _denoised(transformer) -> torch.Tensor:
     """One transformer forward on fixed inputs (the pipeline around it is not what a saved quantiser restores)."""
     config = transformer.config
@@ -59,8 +56,7 @@ def _denoised(transformer) -> torch.Tensor:
 
 @pytest.mark.parametrize(("method", "params"), [
     (BitsAndBytes4Bit, BitsAndBytes4Bit.Params()), (BitsAndBytes4Bit, BitsAndBytes4Bit.Params(quant_type="fp4")),
-    pytest.param(BitsAndBytes8Bit, BitsAndBytes8Bit.Params(), marks=INT8_RESTORE_BROKEN),
-    pytest.param(BitsAndBytes8Bit, BitsAndBytes8Bit.Params(threshold=0.5), marks=INT8_RESTORE_BROKEN)])
+    (BitsAndBytes8Bit, BitsAndBytes8Bit.Params()), (BitsAndBytes8Bit, BitsAndBytes8Bit.Params(threshold=0.5))])
 def test_a_saved_quantised_model_loads_back_computing_what_it_did(method, params, tmp_path):
     model = load_model(PRESETS["tiny-sd3"], weights=None, device="cpu")
     quantiser = method(params)
