@@ -88,7 +88,7 @@ class HierarchicalPrune(DepthImportance):
         """The aggressive regime: sub-components of the middle third of the original blocks, never attention, least
         important first, until `total_budget` of the original parameters is removed. Keys name the blocks of the
         pruned transformer."""
-        from compressors.pruning import transformer_parameters
+        from harness.models.footprint import parameter_count
         from harness.models.surgery import Ablation, remove_components
         from harness.models.topology import block_topology
 
@@ -105,7 +105,7 @@ class HierarchicalPrune(DepthImportance):
         taken: list[str] = []
         for key in ranking.order:
             ablation = Ablation.parse(key)
-            if cost["parameters_before"] - transformer_parameters(model.transformer) >= target:
+            if cost["parameters_before"] - parameter_count(model.transformer) >= target:
                 break
             if ablation.component == "attn" or ablation.block not in middle or ablation.block not in new_index:
                 continue
@@ -115,7 +115,7 @@ class HierarchicalPrune(DepthImportance):
             target_ablation = Ablation(block.index, ablation.component)
             remove_components(model.transformer, [target_ablation])
             taken.append(target_ablation.key)
-        after = transformer_parameters(model.transformer)
+        after = parameter_count(model.transformer)
         if cost["parameters_before"] - after < target:
             raise UsageError(f"total_budget {self.params.total_budget} cannot be met by removing sub-components of "
                              f"the middle blocks (reached {1 - after / cost['parameters_before']:.1%})")

@@ -37,17 +37,14 @@ class PruningParams:
             raise ValueError(f"distill_steps must be at least 0 (got {self.distill_steps})")
 
 
-def transformer_parameters(transformer: Any) -> int:
-    return sum(p.numel() for p in transformer.parameters())
-
-
 def smallest_meeting_budget(pick: Any, candidates: int, transformer: Any, budget: float) -> list[int]:
     """`pick(n)` (n blocks to remove) for the smallest n whose blocks hold at least `budget` of the transformer's
     parameters."""
+    from harness.models.footprint import parameter_count
     from harness.models.topology import block_topology
 
     sizes = {b.index: b.num_parameters for b in block_topology(transformer)}
-    total = transformer_parameters(transformer)
+    total = parameter_count(transformer)
     removed = 0
     for count in range(1, candidates + 1):
         chosen = sorted(pick(count))
@@ -87,13 +84,14 @@ class BlockPruning(Compressor):
         return chosen, {"selection": f"budget {self.params.budget}"}
 
     def apply_structure(self, model: Any) -> dict[str, Any]:
+        from harness.models.footprint import parameter_count
         from harness.models.surgery import remove_blocks
 
         transformer = model.transformer
-        before = transformer_parameters(transformer)
+        before = parameter_count(transformer)
         chosen, how = self.choose_blocks(model)
         remove_blocks(transformer, chosen)
-        after = transformer_parameters(transformer)
+        after = parameter_count(transformer)
         return {**how, "removed_blocks": chosen, "parameters_before": before, "parameters_after": after,
                 "removed_fraction": round(1 - after / before, 6)}
 

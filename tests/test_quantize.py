@@ -8,11 +8,13 @@ import pytest
 import torch
 from conftest import invoke, read_results, run_args
 
+from compressors.pruning import DepthLast, PruningParams
 from compressors.quantize import BitsAndBytes4Bit, BitsAndBytes8Bit, TorchAOInt4, TorchAOInt8
 from harness.models.footprint import parameter_count, weight_bytes
 from harness.models.loading import load_model, resolve_model
 from harness.models.presets import PRESETS
 from harness.models.saving import save_compressed
+from harness.models.topology import block_topology
 
 
 def _image(model) -> np.ndarray:
@@ -41,6 +43,17 @@ def test_quantisers_swap_every_linear_and_shrink_storage(method, bits, max_error
     assert saved < linear_parameters * (4 - bits / 8)
     error = np.abs(_image(model) - original).mean()
     assert 0 < error < max_error
+
+
+@pytest.mark.parametrize("method", [BitsAndBytes4Bit, BitsAndBytes8Bit, TorchAOInt8, TorchAOInt4])
+def test_a_quantised_transformer_counts_the_parameters_of_the_unquantised_one(method):
+    model = load_model(PRESETS["tiny-sd3"], weights=None, device="cpu")
+    parameters = parameter_count(model.transformer)
+    block_parameters = [b.num_parameters for b in block_topology(model.transformer)]
+    method().apply(model)
+    assert [b.num_parameters for b in block_topology(model.transformer)] == block_parameters
+    cost = DepthLast(PruningParams(budget=0.3)).apply_structure(model)  # a budget counts them so too
+    assert cost["parameters_before"] == parameters and cost["removed_blocks"] == [1, 2]  # as unquantised
 
 
 def _denoised(transformer) -> torch.Tensor:
