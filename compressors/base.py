@@ -1,4 +1,4 @@
-"""The compressor plugin interface: a name, typed parameters, and `apply`."""
+"""The compressor plugin interface: a name, typed parameters, `apply`, and `restore` for a saved model."""
 
 from __future__ import annotations
 
@@ -41,6 +41,13 @@ class Compressor:
 
     def apply(self, model: Any) -> dict[str, Any]:
         raise NotImplementedError
+
+    def restore(self, transformer: Any, state: dict[str, Any], device: str, dtype: Any) -> None:
+        """Put back what `apply` changed that a saved transformer's config does not say, when a saved compressed
+        model loads: `transformer` is rebuilt from that config (pruned blocks gone, removed sub-components replaced
+        by their stand-ins) with meta-device weights, and `state` holds the saved tensors. A quantiser swaps in its
+        layers built from their stored tensors and pops those keys; what is left loads into the transformer as is.
+        By default there is nothing to put back."""
 
     def apply_structure(self, model: Any) -> dict[str, Any]:
         """The structural part of `apply` on a weight-free (meta-device) model, for `harness estimate`: what it

@@ -51,21 +51,18 @@ class HierarchicalPrune(DepthImportance):
     name = "hierarchicalprune"
     Params = HierarchicalPruneParams
 
-    def __init__(self, params: Any = None, context: Any = None) -> None:
-        super().__init__(params, context)
-        self._sensitivity: dict[int, float] | None = None  # per original block index, once a ranking is read
-        self._ranking: Any = None
-
-    def choose_blocks(self, model: Any) -> tuple[list[int], dict[str, Any]]:
+    def ranking_for(self, model: Any) -> Any | None:
+        """The ranking found for the model, also beside an explicit block list (it sets the update intensities);
+        None with `published_cut` or when none is found (`select_blocks` then falls back on the published cut)."""
         from compressors.pruning import find_ranking
 
-        ranking = None if self.params.published_cut else find_ranking(
-            model, self.params.ranking, self.params.ranking_base_score, self.context.cache_dir)
-        self._ranking = ranking
-        if ranking is not None:
-            self._sensitivity = ranking.block_sensitivity()
+        if self.params.published_cut:
+            return None
+        return find_ranking(model, self.params.ranking, self.params.ranking_base_score, self.context.cache_dir)
+
+    def select_blocks(self, model: Any, ranking: Any | None) -> tuple[list[int], dict[str, Any]]:
         if self.params.blocks:
-            return super().choose_blocks(model)  # the explicit list; the ranking still sets the intensities
+            return super().select_blocks(model, ranking)  # the explicit list; the ranking still sets the intensities
         if ranking is not None:
             return self.choose_with_ranking(model, ranking, self.params.position_weight)
         cut = PUBLISHED_CUTS.get(model.spec.name)
@@ -78,21 +75,20 @@ class HierarchicalPrune(DepthImportance):
             + f": run `harness analyze --model {model.spec.name}` first, or pass "
             "--set hierarchicalprune.ranking=<file> or an explicit --set hierarchicalprune.blocks=...")
 
-    def apply_structure(self, model: Any) -> dict[str, Any]:
-        cost = super().apply_structure(model)
+    def prune(self, model: Any, ranking: Any | None) -> dict[str, Any]:
+        cost = super().prune(model, ranking)
         if self.params.total_budget > cost["removed_fraction"]:
-            cost.update(self._remove_components(model, cost))
+            cost.update(self._remove_components(model, cost, ranking))
         return cost
 
-    def _remove_components(self, model: Any, cost: dict[str, Any]) -> dict[str, Any]:
+    def _remove_components(self, model: Any, cost: dict[str, Any], ranking: Any | None) -> dict[str, Any]:
         """The aggressive regime: sub-components of the middle third of the original blocks, never attention, least
         important first, until `total_budget` of the original parameters is removed. Keys name the blocks of the
         pruned transformer."""
-        from compressors.pruning import transformer_parameters
+        from harness.models.footprint import parameter_count
         from harness.models.surgery import Ablation, remove_components
         from harness.models.topology import block_topology
 
-        ranking = self._ranking
         if ranking is None or ranking.granularity != "component":
             raise UsageError("hierarchicalprune.total_budget (the aggressive regime) needs a component ranking: run "
                              f"`harness analyze --model {model.spec.name} --granularity component` first")
@@ -105,7 +101,7 @@ class HierarchicalPrune(DepthImportance):
         taken: list[str] = []
         for key in ranking.order:
             ablation = Ablation.parse(key)
-            if cost["parameters_before"] - transformer_parameters(model.transformer) >= target:
+            if cost["parameters_before"] - parameter_count(model.transformer) >= target:
                 break
             if ablation.component == "attn" or ablation.block not in middle or ablation.block not in new_index:
                 continue
@@ -115,7 +111,7 @@ class HierarchicalPrune(DepthImportance):
             target_ablation = Ablation(block.index, ablation.component)
             remove_components(model.transformer, [target_ablation])
             taken.append(target_ablation.key)
-        after = transformer_parameters(model.transformer)
+        after = parameter_count(model.transformer)
         if cost["parameters_before"] - after < target:
             raise UsageError(f"total_budget {self.params.total_budget} cannot be met by removing sub-components of "
                              f"the middle blocks (reached {1 - after / cost['parameters_before']:.1%})")
@@ -125,7 +121,7 @@ class HierarchicalPrune(DepthImportance):
     def trains_embedders(self) -> bool:
         return not self.params.preserve_early
 
-    def update_intensity(self, model: Any, removed: list[int]) -> dict[int, float]:
+    def update_intensity(self, model: Any, removed: list[int], ranking: Any | None) -> dict[int, float]:
         from harness.models.topology import block_topology
 
         kept = block_topology(model.transformer)
@@ -133,10 +129,10 @@ class HierarchicalPrune(DepthImportance):
         first_cut = min(removed)
         trained = [b.index for b in kept if not (self.params.preserve_early and original[b.index] < first_cut)]
         intensity = {b.index: 0.0 for b in kept}
-        sensitivity = self._sensitivity
-        if sensitivity is None or self.params.intensity_exponent == 0:
+        if ranking is None or self.params.intensity_exponent == 0:
             intensity.update({j: 1.0 for j in trained})
             return intensity
+        sensitivity = ranking.block_sensitivity()  # per original block index
         measured = {j: sensitivity.get(original[j], 0.0) for j in trained}
         floor = 0.01 * max(max(measured.values(), default=0.0), 1e-12)
         floored = {j: max(s, floor) for j, s in measured.items()}

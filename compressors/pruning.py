@@ -37,17 +37,14 @@ class PruningParams:
             raise ValueError(f"distill_steps must be at least 0 (got {self.distill_steps})")
 
 
-def transformer_parameters(transformer: Any) -> int:
-    return sum(p.numel() for p in transformer.parameters())
-
-
 def smallest_meeting_budget(pick: Any, candidates: int, transformer: Any, budget: float) -> list[int]:
     """`pick(n)` (n blocks to remove) for the smallest n whose blocks hold at least `budget` of the transformer's
     parameters."""
+    from harness.models.footprint import parameter_count
     from harness.models.topology import block_topology
 
     sizes = {b.index: b.num_parameters for b in block_topology(transformer)}
-    total = transformer_parameters(transformer)
+    total = parameter_count(transformer)
     removed = 0
     for count in range(1, candidates + 1):
         chosen = sorted(pick(count))
@@ -71,8 +68,17 @@ class BlockPruning(Compressor):
         """Which `count` blocks to remove (default: the first of `removal_order`)."""
         return self.removal_order(model)[:count]
 
+    def ranking_for(self, model: Any) -> Any | None:
+        """The contribution ranking this method chooses blocks and update intensities by (None: it uses none)."""
+        return None
+
     def choose_blocks(self, model: Any) -> tuple[list[int], dict[str, Any]]:
         """The blocks to remove and how they were chosen (recorded in the compression cost)."""
+        return self.select_blocks(model, self.ranking_for(model))
+
+    def select_blocks(self, model: Any, ranking: Any | None) -> tuple[list[int], dict[str, Any]]:
+        """`choose_blocks` by the given ranking (`ranking_for`'s): here the explicit list, else the budget met in
+        `pick`'s order."""
         from harness.models.surgery import removable_blocks
 
         allowed = {b.index for b in removable_blocks(model.transformer)}
@@ -87,24 +93,30 @@ class BlockPruning(Compressor):
         return chosen, {"selection": f"budget {self.params.budget}"}
 
     def apply_structure(self, model: Any) -> dict[str, Any]:
+        return self.prune(model, self.ranking_for(model))
+
+    def prune(self, model: Any, ranking: Any | None) -> dict[str, Any]:
+        """Remove the blocks `select_blocks` chooses by `ranking`; returns what was removed."""
+        from harness.models.footprint import parameter_count
         from harness.models.surgery import remove_blocks
 
         transformer = model.transformer
-        before = transformer_parameters(transformer)
-        chosen, how = self.choose_blocks(model)
+        before = parameter_count(transformer)
+        chosen, how = self.select_blocks(model, ranking)
         remove_blocks(transformer, chosen)
-        after = transformer_parameters(transformer)
+        after = parameter_count(transformer)
         return {**how, "removed_blocks": chosen, "parameters_before": before, "parameters_after": after,
                 "removed_fraction": round(1 - after / before, 6)}
 
     def apply(self, model: Any) -> dict[str, Any]:
+        ranking = self.ranking_for(model)  # read once: the blocks and the update intensities follow the same one
         teacher = copy.deepcopy(model.transformer) if self.params.distill_steps else None
-        cost = self.apply_structure(model)
+        cost = self.prune(model, ranking)
         chosen = cost["removed_blocks"]
         if teacher is not None:
             from compressors.distill import distill
 
-            cost["distillation"] = distill(model, teacher, chosen, self.update_intensity(model, chosen),
+            cost["distillation"] = distill(model, teacher, chosen, self.update_intensity(model, chosen, ranking),
                                            self.params, self.context, train_embedders=self.trains_embedders())
         return cost
 
@@ -112,8 +124,9 @@ class BlockPruning(Compressor):
         """Whether distillation updates the modules before the first block (patch, time and text embedders)."""
         return True
 
-    def update_intensity(self, model: Any, removed: list[int]) -> dict[int, float]:
-        """Per kept block (indices of the pruned transformer), the factor on its learning rate; 0 freezes it."""
+    def update_intensity(self, model: Any, removed: list[int], ranking: Any | None) -> dict[int, float]:
+        """Per kept block (indices of the pruned transformer), the factor on its learning rate; 0 freezes it.
+        `ranking` is the one the blocks were chosen by (None: none); here every block trains at the full rate."""
         from harness.models.topology import block_topology
 
         return {b.index: 1.0 for b in block_topology(model.transformer)}
@@ -198,7 +211,9 @@ class DepthImportance(BlockPruning):
     name = "depth-importance"
     Params = RankedPruningParams
 
-    def ranking(self, model: Any) -> Any:
+    def ranking_for(self, model: Any) -> Any | None:
+        if self.params.blocks:
+            return None  # an explicit block list needs none
         ranking = find_ranking(model, self.params.ranking, self.params.ranking_base_score, self.context.cache_dir)
         if ranking is None:
             raise UsageError(
@@ -206,10 +221,10 @@ class DepthImportance(BlockPruning):
                 f"`harness analyze --model {model.spec.name}` first (or pass --set {self.name}.ranking=<file>)")
         return ranking
 
-    def choose_blocks(self, model: Any) -> tuple[list[int], dict[str, Any]]:
+    def select_blocks(self, model: Any, ranking: Any | None) -> tuple[list[int], dict[str, Any]]:
         if self.params.blocks:
-            return super().choose_blocks(model)
-        return self.choose_with_ranking(model, self.ranking(model), position_weight=0.0)
+            return super().select_blocks(model, ranking)
+        return self.choose_with_ranking(model, ranking, position_weight=0.0)
 
     def choose_with_ranking(self, model: Any, ranking: Any, position_weight: float) -> tuple[list[int], dict]:
         """The least important blocks meeting the budget; the record names the ranking and its ablation count."""

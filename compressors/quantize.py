@@ -4,6 +4,8 @@ HierarchicalPrune's release does after pruning.
 bitsandbytes layers are swapped in by hand rather than through diffusers' `BitsAndBytesConfig`, which refuses to run
 without a GPU (FACTS section 4); the same swap works on CPU and CUDA. torchao uses its CPU-capable configs on the CPU
 (int4 values are then held unpacked, one per int8 byte: the byte count says so) and its packed int4 kernel on CUDA.
+Each bitsandbytes quantiser builds its layers in one place, for `apply` from a float Linear and for `restore` from
+the tensors a saved model stored.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from compressors.base import Compressor
-from harness.models.saving import disable_cpu_repacking
 
 
 def _linear_layers(module: Any) -> list[tuple[str, Any]]:
@@ -72,11 +73,36 @@ def _quantise_linears(model: Any, build: Any = None, torchao_config: Any = None)
             "weight_bytes_after": weight_bytes(transformer)}
 
 
+def _stored_bias(name: str, state: dict[str, Any], device: str) -> Any:
+    bias = state.pop(f"{name}.bias", None)
+    return None if bias is None else bias.to(device)
+
+
+def disable_cpu_repacking(layer: Any) -> None:
+    """bitsandbytes repacks 4-bit weights for its AVX512-bf16 CPU kernel on the first eval-mode forward; that
+    repacking fails for layers narrower than the block size (tiny models) and gives other numbers than the layer
+    had before saving, so it is turned off: a saved and reloaded layer computes exactly what the original did."""
+    layer.support_avx512bf16_for_cpu = False
+
+
 class WeightQuantiser(Compressor):
-    """Base of the quantisers: their weight-free estimate measures real quantised layers of each shape."""
+    """Base of the quantisers: their weight-free estimate measures real quantised layers of each shape; a saved
+    model's quantised layers are rebuilt by `restore_linear`."""
 
     def apply_structure(self, model: Any) -> dict[str, Any]:
         return _estimate_linears(model, self)
+
+    def restore(self, transformer: Any, state: dict[str, Any], device: str, dtype: Any) -> None:
+        for name, linear in _linear_layers(transformer):
+            layer = self.restore_linear(name, linear, state, device, dtype)
+            if layer is not None:
+                transformer.set_submodule(name, layer)
+
+    def restore_linear(self, name: str, linear: Any, state: dict[str, Any], device: str, dtype: Any) -> Any | None:
+        """The quantised layer standing for the meta-device `linear` at `name`, built from its stored tensors (popped
+        from `state`), or None when `state` holds none of this quantiser's format for it. Default: None (torchao
+        models are not saved)."""
+        return None
 
 
 class BitsAndBytes4Bit(WeightQuantiser):
@@ -90,23 +116,41 @@ class BitsAndBytes4Bit(WeightQuantiser):
         double_quant: bool = True  # quantise the absmax statistics too (bitsandbytes' compress_statistics)
         blocksize: int = 64
 
+    def _layer(self, linear: Any, weight: Any, bias: Any, dtype: Any) -> Any:
+        """The 4-bit layer standing for `linear`, holding `weight` (a Params4bit) and `bias`, computing in `dtype`."""
+        import bitsandbytes as bnb
+        import torch
+
+        layer = bnb.nn.Linear4bit(linear.in_features, linear.out_features, bias=bias is not None, compute_dtype=dtype,
+                                  quant_type=self.params.quant_type, compress_statistics=self.params.double_quant,
+                                  device="meta")
+        layer.weight = weight
+        layer.bias = None if bias is None else torch.nn.Parameter(bias, requires_grad=False)
+        disable_cpu_repacking(layer)
+        return layer
+
     def apply(self, model: Any) -> dict[str, Any]:
         import bitsandbytes as bnb
         import torch
 
         def build(linear: torch.nn.Linear) -> torch.nn.Module:
-            layer = bnb.nn.Linear4bit(linear.in_features, linear.out_features, bias=linear.bias is not None,
-                                      compute_dtype=model.dtype, quant_type=self.params.quant_type,
-                                      compress_statistics=self.params.double_quant, device="meta")
-            layer.weight = bnb.nn.Params4bit(linear.weight.data.cpu(), requires_grad=False,
-                                             quant_type=self.params.quant_type, blocksize=self.params.blocksize,
-                                             compress_statistics=self.params.double_quant)
-            if linear.bias is not None:
-                layer.bias = torch.nn.Parameter(linear.bias.data, requires_grad=False)
-            disable_cpu_repacking(layer)
-            return layer.to(model.device)  # quantises on the move
+            weight = bnb.nn.Params4bit(linear.weight.data.cpu(), requires_grad=False, quant_type=self.params.quant_type,
+                                       blocksize=self.params.blocksize, compress_statistics=self.params.double_quant)
+            bias = None if linear.bias is None else linear.bias.data
+            return self._layer(linear, weight, bias, model.dtype).to(model.device)  # quantises on the move
 
         return _quantise_linears(model, build)
+
+    def restore_linear(self, name: str, linear: Any, state: dict[str, Any], device: str, dtype: Any) -> Any | None:
+        import bitsandbytes as bnb
+
+        prefix = f"{name}.weight."
+        if not any(k.startswith(prefix + "quant_state.bitsandbytes__") for k in state):
+            return None
+        stats = {k[len(prefix):]: state.pop(k) for k in [k for k in state if k.startswith(prefix)]}
+        weight = bnb.nn.Params4bit.from_prequantized(data=state.pop(f"{name}.weight"), quantized_stats=stats,
+                                                     requires_grad=False, device=device)
+        return self._layer(linear, weight, _stored_bias(name, state, device), dtype)
 
 
 class BitsAndBytes8Bit(WeightQuantiser):
@@ -118,19 +162,41 @@ class BitsAndBytes8Bit(WeightQuantiser):
     class Params:
         threshold: float = 0.0
 
+    def _layer(self, linear: Any, weight: Any, bias: Any) -> Any:
+        """The int8 layer standing for `linear`, holding `weight` (an Int8Params) and `bias`."""
+        import bitsandbytes as bnb
+        import torch
+
+        layer = bnb.nn.Linear8bitLt(linear.in_features, linear.out_features, bias=bias is not None,
+                                    has_fp16_weights=False, threshold=self.params.threshold, device="meta")
+        layer.weight = weight
+        layer.bias = None if bias is None else torch.nn.Parameter(bias, requires_grad=False)
+        return layer
+
     def apply(self, model: Any) -> dict[str, Any]:
         import bitsandbytes as bnb
         import torch
 
         def build(linear: torch.nn.Linear) -> torch.nn.Module:
-            layer = bnb.nn.Linear8bitLt(linear.in_features, linear.out_features, bias=linear.bias is not None,
-                                        has_fp16_weights=False, threshold=self.params.threshold, device="meta")
-            layer.weight = bnb.nn.Int8Params(linear.weight.data.cpu(), requires_grad=False, has_fp16_weights=False)
-            if linear.bias is not None:
-                layer.bias = torch.nn.Parameter(linear.bias.data, requires_grad=False)
-            return layer.to(model.device)
+            weight = bnb.nn.Int8Params(linear.weight.data.cpu(), requires_grad=False, has_fp16_weights=False)
+            bias = None if linear.bias is None else linear.bias.data
+            return self._layer(linear, weight, bias).to(model.device)  # quantises on the move
 
         return _quantise_linears(model, build)
+
+    def restore_linear(self, name: str, linear: Any, state: dict[str, Any], device: str, dtype: Any) -> Any | None:
+        import bitsandbytes as bnb
+
+        if f"{name}.SCB" not in state:
+            return None
+        data = state.pop(f"{name}.weight").to(device)
+        state.pop(f"{name}.weight_format", None)  # bitsandbytes' marker of the row-major layout, the only one it has
+        weight = bnb.nn.Int8Params(data, requires_grad=False, has_fp16_weights=False, CB=data,
+                                   SCB=state.pop(f"{name}.SCB").to(device))
+        layer = self._layer(linear, weight, _stored_bias(name, state, device))
+        # the statistics go where a first forward puts them: `Linear8bitLt.to` moves those, not the parameter's
+        layer.init_8bit_state()
+        return layer
 
 
 class TorchAOInt8(WeightQuantiser):

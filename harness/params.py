@@ -99,3 +99,11 @@ def params_as_dict(params: Any) -> dict[str, Any]:
         return value
 
     return {f.name: plain(getattr(params, f.name)) for f in dataclasses.fields(params)}
+
+
+def params_from_record(params_cls: type, recorded: dict[str, Any], scope: str) -> Any:
+    """The dataclass `params_cls` from what `params_as_dict` recorded (a saved recipe step's parameters), typed and
+    validated again through the `--set` conversions; a field missing from the record keeps its default."""
+    as_text = {name: ",".join(map(str, value)) if isinstance(value, list) else str(value)
+               for name, value in recorded.items()}
+    return build_params(params_cls, as_text, scope)

@@ -136,6 +136,20 @@ def test_sgdistill_update_intensity_is_inverse_to_sensitivity(tmp_path, preserve
         assert change[1] / change[0] == pytest.approx(4.0, rel=0.35)
 
 
+def test_update_intensity_is_set_by_the_ranking_it_is_given(tmp_path):
+    from harness.models.surgery import remove_blocks
+    from harness.ranking import load_ranking
+
+    model = _meta_model("tiny-sd3", tmp_path)
+    remove_blocks(model.transformer, [2])  # kept 0, 1, 3 -> new indices 0, 1, 2
+    ranking = load_ranking(_ranking_file(tmp_path / "r.json", {0: 4.0, 1: 1.0, 2: 0.5, 3: 2.0}))
+    method = HierarchicalPrune(HierarchicalPruneParams(preserve_early=False), _context(tmp_path))  # chose nothing
+    assert method.update_intensity(model, [2], ranking) == {0: 0.25, 1: 1.0, 2: 0.5}
+    assert method.update_intensity(model, [2], None) == {0: 1.0, 1: 1.0, 2: 1.0}  # no ranking, said so: full rate
+    with pytest.raises(TypeError):
+        method.update_intensity(model, [2])  # the ranking is never implied
+
+
 def test_a_saved_compressed_model_loads_back_and_scores_identically(dirs, tmp_path):
     fast = ["--set", "sampling.num_inference_steps=2", "--limit", "2", "--suite", "fidelity"]
     direct = invoke(*run_args(dirs, "--model", "tiny-sd3", "--method", "depth-last+nf4", *fast))

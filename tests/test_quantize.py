@@ -8,10 +8,13 @@ import pytest
 import torch
 from conftest import invoke, read_results, run_args
 
+from compressors.pruning import DepthLast, PruningParams
 from compressors.quantize import BitsAndBytes4Bit, BitsAndBytes8Bit, TorchAOInt4, TorchAOInt8
 from harness.models.footprint import parameter_count, weight_bytes
-from harness.models.loading import load_model
+from harness.models.loading import load_model, resolve_model
 from harness.models.presets import PRESETS
+from harness.models.saving import save_compressed
+from harness.models.topology import block_topology
 
 
 def _image(model) -> np.ndarray:
@@ -40,6 +43,44 @@ def test_quantisers_swap_every_linear_and_shrink_storage(method, bits, max_error
     assert saved < linear_parameters * (4 - bits / 8)
     error = np.abs(_image(model) - original).mean()
     assert 0 < error < max_error
+
+
+@pytest.mark.parametrize("method", [BitsAndBytes4Bit, BitsAndBytes8Bit, TorchAOInt8, TorchAOInt4])
+def test_a_quantised_transformer_counts_the_parameters_of_the_unquantised_one(method):
+    model = load_model(PRESETS["tiny-sd3"], weights=None, device="cpu")
+    parameters = parameter_count(model.transformer)
+    block_parameters = [b.num_parameters for b in block_topology(model.transformer)]
+    method().apply(model)
+    assert [b.num_parameters for b in block_topology(model.transformer)] == block_parameters
+    cost = DepthLast(PruningParams(budget=0.3)).apply_structure(model)  # a budget counts them so too
+    assert cost["parameters_before"] == parameters and cost["removed_blocks"] == [1, 2]  # as unquantised
+
+
+def _denoised(transformer) -> torch.Tensor:
+    """One transformer forward on fixed inputs (the pipeline around it is not what a saved quantiser restores)."""
+    config = transformer.config
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        return transformer(hidden_states=torch.randn(1, config.in_channels, 8, 8, generator=generator),
+                           encoder_hidden_states=torch.randn(1, 5, config.joint_attention_dim, generator=generator),
+                           pooled_projections=torch.randn(1, config.pooled_projection_dim, generator=generator),
+                           timestep=torch.tensor([500.0])).sample
+
+
+@pytest.mark.parametrize(("method", "params"), [
+    (BitsAndBytes4Bit, BitsAndBytes4Bit.Params()), (BitsAndBytes4Bit, BitsAndBytes4Bit.Params(quant_type="fp4")),
+    (BitsAndBytes8Bit, BitsAndBytes8Bit.Params()), (BitsAndBytes8Bit, BitsAndBytes8Bit.Params(threshold=0.5))])
+def test_a_saved_quantised_model_loads_back_computing_what_it_did(method, params, tmp_path):
+    model = load_model(PRESETS["tiny-sd3"], weights=None, device="cpu")
+    quantiser = method(params)
+    cost = quantiser.apply(model)
+    step = {"name": quantiser.name, "params": quantiser.resolved_params()}
+    save_compressed(model, tmp_path / "saved", [step], [{**step, "cost": cost}])
+    reloaded = load_model(resolve_model(str(tmp_path / "saved")), weights=None, device="cpu")
+    layer_types = [(name, type(m)) for name, m in model.transformer.named_modules()]
+    assert [(name, type(m)) for name, m in reloaded.transformer.named_modules()] == layer_types
+    # threshold 0.5 sends outlier input features through 16 bit: the reloaded layers must do so too
+    assert torch.equal(_denoised(reloaded.transformer), _denoised(model.transformer))
 
 
 def test_prune_then_quantise_chain(dirs):

@@ -129,7 +129,7 @@ def apply_chain(model: Any, compressors: list[Any], cache_dir: Path, is_main: bo
     import hashlib
     import json
 
-    from harness.models.saving import load_compressed_transformer, read_provenance, removed_components, save_compressed
+    from harness.models.saving import load_compressed_transformer, read_provenance, save_compressed
 
     chain = [c.cache_identity() for c in compressors if c.changes_model]
     identity = json.dumps([model.fingerprint, str(model.dtype), model.device.type, chain])
@@ -137,7 +137,7 @@ def apply_chain(model: Any, compressors: list[Any], cache_dir: Path, is_main: bo
     provenance = read_provenance(stored) if chain else None
     if provenance is not None:
         model.pipeline.transformer = load_compressed_transformer(stored, model.spec.family, str(model.device),
-                                                                 model.dtype, removed_components(provenance))
+                                                                 model.dtype, provenance)
         return [{**step, "from_cache": str(stored)} for step in provenance["costs"]]
     steps = []
     for compressor in compressors:

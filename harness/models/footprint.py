@@ -1,4 +1,5 @@
-"""What a module stores: bytes of its weights as `state_dict` holds them, quantised storage counted exactly.
+"""What a module stores: bytes of its weights as `state_dict` holds them, quantised storage counted exactly; and how
+many parameters it has, quantised or not.
 
 Weights are parameters plus persistent buffers (SD3's positional-embedding table counts) plus quantisation statistics
 (bitsandbytes' absmax, code books and nested statistics, torchao's scales and zero points). Tensor subclasses are
@@ -22,8 +23,11 @@ def tensor_bytes(tensor: Any) -> int:
 
 
 def parameter_count(module: torch.nn.Module) -> int:
-    """The module's parameters counted as the weights they stand for: a bitsandbytes 4-bit parameter packs two
-    values per stored byte, and its original shape is in its quantisation state."""
+    """The module's parameters as the weights they stand for: quantising changes how weights are stored, never how
+    many there are, so a quantised layer counts the parameters of the unquantised layer (a 4-bit Linear counts
+    in * out, not its packed uint8 storage of two values per byte: the original shape is in its quantisation state;
+    int8 and torchao tensors have their logical shape). The one count of the harness: pruning budgets, block sizes
+    and the results' `transformer_parameters` use it."""
     total = 0
     for parameter in module.parameters():
         state = getattr(parameter, "quant_state", None)

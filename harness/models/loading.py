@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UsageError, unknown_name_error
-from harness.models.saving import load_compressed_transformer, read_provenance, removed_components
+from harness.models.saving import load_compressed_transformer, read_provenance
 from harness.models.spec import ModelSpec, SamplingSettings
 from harness.registry import MODELS
 
@@ -198,8 +198,7 @@ def load_model(spec: ModelSpec, *, weights: str | None, device: str, dtype: str 
         provenance = read_provenance(folder)
         if provenance is not None:  # pruned config, quantised layers: rebuilt by the harness, not diffusers
             base = provenance["base"]
-            absent["transformer"] = load_compressed_transformer(folder, family, "cpu", torch_dtype,
-                                                                removed_components(provenance))
+            absent["transformer"] = load_compressed_transformer(folder, family, "cpu", torch_dtype, provenance)
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="`torch_dtype` is deprecated")  # newer diffusers

@@ -4,8 +4,9 @@
 config updated, quantised Linear layers store their packed weights and statistics) into a staging folder renamed
 into place, plus the provenance: base model (name, source, fingerprint), the resolved recipe, each step's cost, and
 the base model's sampling and contribution metric, so `--model DIR` samples and is analysed like its base and
-`fidelity` can find the original. `load_compressed_transformer` rebuilds the transformer from its config and puts the
-quantised layers back from their stored statistics (bitsandbytes NF4/FP4 and LLM.int8; detected from the keys).
+`fidelity` can find the original. `load_compressed_transformer` rebuilds the transformer from its config, removes the
+recorded sub-components again, and lets each recipe step's compressor (found by name in the registry) put back the
+layers whose storage it owns (`restore`: the quantisers' layers from their stored statistics).
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from harness.errors import UsageError
+from harness.params import params_from_record
+from harness.registry import COMPRESSORS
 
 PROVENANCE_FILE = "harness_provenance.json"
 PROVENANCE_FORMAT = "harness-compressed-model"
@@ -81,9 +83,9 @@ def removed_components(provenance: dict[str, Any]) -> list[str]:
 
 
 def load_compressed_transformer(folder: Path, family: str, device: str, dtype: Any,
-                                removed: Sequence[str] = ()) -> Any:
+                                provenance: dict[str, Any]) -> Any:
     """The transformer of a saved compressed pipeline on `device`: removed sub-components replaced by their
-    stand-ins again, quantised layers restored from their statistics."""
+    stand-ins again, layers with a compressor's own storage (quantised) restored by that compressor."""
     import torch
     from diffusers import FluxTransformer2DModel, SD3Transformer2DModel
     from safetensors.torch import load_file
@@ -95,59 +97,19 @@ def load_compressed_transformer(folder: Path, family: str, device: str, dtype: A
         state.update(load_file(file))
     with torch.device("meta"):
         transformer = model_class.from_config(model_class.load_config(subfolder))
+    removed = removed_components(provenance)
     if removed:
         from harness.models.surgery import Ablation, remove_components
 
         remove_components(transformer, [Ablation.parse(key) for key in removed])
-    restored = []
-    for name, linear in [(n, m) for n, m in transformer.named_modules() if type(m) is torch.nn.Linear]:
-        layer = _restore_quantised(name, linear, state, device, dtype)
-        if layer is not None:
-            transformer.set_submodule(name, layer)
-            restored.append(name + ".")
-    missing, unexpected = transformer.load_state_dict(state, strict=False, assign=True)
-    missing = [k for k in missing if not k.startswith(tuple(restored))]  # their weights came with them
+    for step in provenance["recipe"]:  # in recipe order: each takes the stored tensors of the layers it built
+        compressor_class = COMPRESSORS.get(step["name"])
+        compressor = compressor_class(params_from_record(compressor_class.Params, step["params"], step["name"]))
+        compressor.restore(transformer, state, device, dtype)
+    _, unexpected = transformer.load_state_dict(state, strict=False, assign=True)
+    missing = [name for name, tensor in [*transformer.named_parameters(), *transformer.named_buffers()]
+               if tensor.is_meta]  # neither restored nor loaded
     if missing or unexpected:
         raise UsageError(f"'{subfolder}' does not match its config: missing {missing[:5]}, unexpected "
                          f"{unexpected[:5]}; the folder is damaged: save it again")
     return transformer.to(device).eval().requires_grad_(False)
-
-
-def disable_cpu_repacking(layer: Any) -> None:
-    """bitsandbytes repacks 4-bit weights for its AVX512-bf16 CPU kernel on the first eval-mode forward; that
-    repacking fails for layers narrower than the block size (tiny models) and gives other numbers than the layer
-    had before saving, so it is turned off: a saved and reloaded layer computes exactly what the original did."""
-    layer.support_avx512bf16_for_cpu = False
-
-
-def _restore_quantised(name: str, linear: Any, state: dict[str, Any], device: str, dtype: Any) -> Any | None:
-    """A bitsandbytes layer rebuilt from its stored weights and statistics (popped from `state`), else None."""
-    import torch
-
-    prefix = f"{name}.weight."
-    if any(k.startswith(prefix + "quant_state.bitsandbytes__") for k in state):
-        import bitsandbytes as bnb
-
-        stats = {k[len(prefix):]: state.pop(k) for k in [k for k in state if k.startswith(prefix)]}
-        weight = bnb.nn.Params4bit.from_prequantized(data=state.pop(f"{name}.weight"), quantized_stats=stats,
-                                                     requires_grad=False, device=device)
-        layer = bnb.nn.Linear4bit(linear.in_features, linear.out_features, bias=f"{name}.bias" in state,
-                                  compute_dtype=dtype, quant_type=weight.quant_type, device="meta")
-        layer.weight = weight
-        disable_cpu_repacking(layer)
-    elif f"{name}.SCB" in state:
-        import bitsandbytes as bnb
-
-        layer = bnb.nn.Linear8bitLt(linear.in_features, linear.out_features, bias=f"{name}.bias" in state,
-                                    has_fp16_weights=False, device="meta")
-        layer.weight = bnb.nn.Int8Params(torch.zeros(linear.out_features, linear.in_features), requires_grad=False,
-                                         has_fp16_weights=False)
-        layer = layer.to(device)  # an int8 layer must exist before its stored state loads
-        layer.weight.data.copy_(state.pop(f"{name}.weight"))
-        layer.weight.SCB.copy_(state.pop(f"{name}.SCB"))
-        state.pop(f"{name}.weight_format", None)
-    else:
-        return None
-    if f"{name}.bias" in state:
-        layer.bias = torch.nn.Parameter(state.pop(f"{name}.bias").to(device), requires_grad=False)
-    return layer

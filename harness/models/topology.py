@@ -14,6 +14,8 @@ from diffusers import FluxTransformer2DModel, SD3Transformer2DModel
 from diffusers.models.attention import JointTransformerBlock
 from diffusers.models.transformers.transformer_flux import FluxSingleTransformerBlock, FluxTransformerBlock
 
+from harness.models.footprint import parameter_count
+
 # Component name -> the block attributes it covers. Attributes that are None or absent in a block are skipped
 # (`attn2` outside dual-attention blocks).
 _COMPONENT_ATTRIBUTES: dict[str, tuple[str, ...]] = {
@@ -46,7 +48,7 @@ class BlockInfo:
     path: str  # module path inside the transformer, e.g. "transformer_blocks.3", "single_transformer_blocks.0"
     kind: str  # "joint" | "joint-dual" (has attn2) | "joint-last" (context_pre_only) | "flux-double" | "flux-single"
     components: tuple[str, ...]
-    num_parameters: int  # as stored: a quantised block counts its packed storage
+    num_parameters: int  # footprint.parameter_count: a quantised block counts its unquantised parameters
 
 
 def block_topology(transformer: torch.nn.Module) -> list[BlockInfo]:
@@ -73,7 +75,7 @@ def block_topology(transformer: torch.nn.Module) -> list[BlockInfo]:
                     path=path,
                     kind=kind,
                     components=_KIND_COMPONENTS[kind],
-                    num_parameters=sum(p.numel() for p in block.parameters()),
+                    num_parameters=parameter_count(block),
                 )
             )
     return blocks
