@@ -72,13 +72,9 @@ class BlockPruning(Compressor):
         """The contribution ranking this method chooses blocks and update intensities by (None: it uses none)."""
         return None
 
-    def choose_blocks(self, model: Any) -> tuple[list[int], dict[str, Any]]:
-        """The blocks to remove and how they were chosen (recorded in the compression cost)."""
-        return self.select_blocks(model, self.ranking_for(model))
-
     def select_blocks(self, model: Any, ranking: Any | None) -> tuple[list[int], dict[str, Any]]:
-        """`choose_blocks` by the given ranking (`ranking_for`'s): here the explicit list, else the budget met in
-        `pick`'s order."""
+        """The blocks to remove by `ranking` (`ranking_for`'s) and how they were chosen (recorded in the compression
+        cost): here the explicit list, else the budget met in `pick`'s order."""
         from harness.models.surgery import removable_blocks
 
         allowed = {b.index for b in removable_blocks(model.transformer)}

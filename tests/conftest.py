@@ -56,6 +56,11 @@ def invoke(*args: str) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(["harness", *args], code, out.getvalue(), err.getvalue())
 
 
+def write_metadata_jsonl(metadata: list[dict], path: Path) -> None:
+    """Metadata one JSON object a line, formatted as GenEval's `evaluation_metadata.jsonl`."""
+    Path(path).write_text("".join(json.dumps(m) + "\n" for m in metadata))
+
+
 def run_args(dirs: dict[str, Path], *extra: str) -> list[str]:
     """`harness run` into the test's folders; on the fast tiny-sd3 unless `extra` names a model."""
     model = [] if "--model" in extra else ["--model", "tiny-sd3"]

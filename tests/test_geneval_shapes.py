@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import invoke, read_results, run_args
+from conftest import invoke, read_results, run_args, write_metadata_jsonl
 from PIL import Image
 
 from harness.errors import UsageError
@@ -31,7 +31,6 @@ from harness.reference.world import (
     benchmark_metadata,
     make_metadata,
     scene_for,
-    write_metadata_jsonl,
 )
 from suites.geneval_shapes import (
     GRID_BORDER,

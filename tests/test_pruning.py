@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -31,20 +32,25 @@ def _meta_model(name: str, tmp_path: Path) -> SimpleNamespace:
     return SimpleNamespace(spec=spec, transformer=transformer, source=str(tmp_path), fingerprint="meta")
 
 
+def _select(method: Any, model: Any) -> tuple[list[int], dict[str, Any]]:
+    """The blocks `method` removes from `model`, by the ranking it finds itself, as `apply` chooses them."""
+    return method.select_blocks(model, method.ranking_for(model))
+
+
 def _context(tmp_path: Path) -> Context:
     return Context(cache_dir=tmp_path / "cache", progress=False)
 
 
 def test_budgets_count_removed_parameters(tmp_path):
     model = _meta_model("sd3.5-large-turbo", tmp_path)
-    last, how = DepthLast(PruningParams(budget=0.20)).choose_blocks(model)
+    last, how = _select(DepthLast(PruningParams(budget=0.20)), model)
     assert last == list(range(29, 37)) and how["selection"] == "budget 0.2"  # 8 x 213 M = 21.2% >= 20%
-    assert DepthLast(PruningParams(budget=0.30)).choose_blocks(model)[0] == list(range(25, 37))  # 12 blocks: 31.7%
-    uniform, _ = DepthUniform(PruningParams(budget=0.20)).choose_blocks(model)
+    assert _select(DepthLast(PruningParams(budget=0.30)), model)[0] == list(range(25, 37))  # 12 blocks: 31.7%
+    uniform, _ = _select(DepthUniform(PruningParams(budget=0.20)), model)
     assert len(uniform) == 8 and np.diff(uniform).min() >= 4  # spread over the depth, never the final block
     assert max(uniform) < 37
     with pytest.raises(UsageError, match="blocks \\[37\\] cannot be removed"):
-        DepthLast(PruningParams(blocks=(3, 37))).choose_blocks(model)
+        _select(DepthLast(PruningParams(blocks=(3, 37))), model)
     with pytest.raises(ValueError, match="between 0 and 1"):
         PruningParams(budget=1.5)
 
@@ -52,26 +58,26 @@ def test_budgets_count_removed_parameters(tmp_path):
 def test_hierarchicalprune_uses_the_published_cut_without_a_ranking(tmp_path):
     model = _meta_model("sd3.5-large-turbo", tmp_path)
     method = HierarchicalPrune(context=_context(tmp_path))
-    chosen, how = method.choose_blocks(model)
+    chosen, how = _select(method, model)
     assert chosen == list(PUBLISHED_CUTS["sd3.5-large-turbo"]) and "published cut" in how["selection"]
     medium = _meta_model("sd3.5-medium", tmp_path)
-    assert method.choose_blocks(medium)[0] == [13, 15, 16, 18, 20, 21]
+    assert _select(method, medium)[0] == [13, 15, 16, 18, 20, 21]
     with pytest.raises(UsageError, match="run `harness analyze --model sd3.5-large` first"):
-        method.choose_blocks(_meta_model("sd3.5-large", tmp_path))
+        _select(method, _meta_model("sd3.5-large", tmp_path))
     with pytest.raises(UsageError, match="needs a contribution ranking"):
-        DepthImportance(context=_context(tmp_path)).choose_blocks(model)
+        _select(DepthImportance(context=_context(tmp_path)), model)
 
 
 def test_hpp_on_the_released_ranking_overlaps_the_published_cut(tmp_path):
     ranking = shared_data("hierarchicalprune/sd3.5-large-turbo_hpsv2_component_ranking.json")
     model = _meta_model("sd3.5-large-turbo", tmp_path)
     params = HierarchicalPruneParams(ranking=ranking, ranking_base_score=30.0)
-    chosen, how = HierarchicalPrune(params, _context(tmp_path)).choose_blocks(model)
+    chosen, how = _select(HierarchicalPrune(params, _context(tmp_path)), model)
     published = set(PUBLISHED_CUTS["sd3.5-large-turbo"])
     assert len(chosen) == 8 and len(published & set(chosen)) >= 6, chosen  # the prior keeps the late blocks
     assert 35 not in chosen  # late but sensitive (its attn and w_norm1 matter): kept
-    importance_only, _ = DepthImportance(RankedPruningParams(ranking=ranking, ranking_base_score=30.0),
-                                         _context(tmp_path)).choose_blocks(model)
+    importance_only, _ = _select(DepthImportance(RankedPruningParams(ranking=ranking, ranking_base_score=30.0),
+                                                 _context(tmp_path)), model)
     assert len(importance_only) == 8
 
 

@@ -10,7 +10,7 @@ import sys
 from collections import Counter
 
 import numpy as np
-from conftest import REPO, shared_data
+from conftest import REPO, shared_data, write_metadata_jsonl
 
 from harness import geneval_rules as rules
 from harness.reference import world
@@ -100,7 +100,7 @@ def test_benchmark_prompt_set(tmp_path) -> None:
         assert len(counts) == distinct[tag]
         assert max(counts.values()) - min(counts.values()) <= 1
     path = tmp_path / "metadata.jsonl"
-    world.write_metadata_jsonl(bench, path)
+    write_metadata_jsonl(bench, path)
     assert [json.loads(line) for line in path.read_text().splitlines()] == bench
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from conftest import REPO, invoke, read_results, run_args
 
 from harness.results import IMAGE_RECORD, RECORD_FIELD, SCHEMA_VERSION, load_results
@@ -45,19 +47,43 @@ def test_run_writes_versioned_results_and_second_run_generates_nothing(dirs):
     assert again["run_id"] != results["run_id"]
 
 
-def test_compressed_chain_never_shares_images_with_the_original(dirs, tmp_path):
-    """A method whose parameters differ must get its own images (the release let NF4 reuse bf16 images)."""
+@pytest.fixture
+def attenuate_output(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The example plugin's compressor registered in this process (not through its entry point) for one test: the
+    registry's tables, sys.path and the imported module are as they were afterwards."""
     import sys
-
-    from conftest import REPO
 
     from harness.registry import COMPRESSORS
 
-    sys.path.insert(0, str(REPO / "tests" / "plugin_example"))
-    from harness_plugin_example import AttenuateOutput  # registered here in-process, not through its entry point
+    COMPRESSORS.names()  # discover the built-ins first, so the snapshot holds them
+    monkeypatch.setattr(COMPRESSORS, "_entries", dict(COMPRESSORS._entries))
+    monkeypatch.setattr(COMPRESSORS, "_loaded", dict(COMPRESSORS._loaded))
+    monkeypatch.syspath_prepend(str(REPO / "tests" / "plugin_example"))
+    from harness_plugin_example import AttenuateOutput
 
-    if AttenuateOutput.name not in COMPRESSORS.names():
-        COMPRESSORS.register(AttenuateOutput.name, AttenuateOutput, "scale the output projection")
+    COMPRESSORS.register(AttenuateOutput.name, AttenuateOutput, "scale the output projection")
+    yield
+    sys.modules.pop("harness_plugin_example", None)
+
+
+def test_the_example_plugin_fixture_leaves_no_trace(attenuate_output):
+    from harness.registry import COMPRESSORS
+
+    assert "attenuate-output" in COMPRESSORS.names()
+
+
+def test_after_the_fixture_the_registry_and_path_are_as_before():
+    import sys
+
+    from harness.registry import COMPRESSORS
+
+    assert "attenuate-output" not in COMPRESSORS.names()
+    assert "harness_plugin_example" not in sys.modules
+    assert not any(path.endswith("plugin_example") for path in sys.path)
+
+
+def test_compressed_chain_never_shares_images_with_the_original(dirs, attenuate_output):
+    """A method whose parameters differ must get its own images (the release let NF4 reuse bf16 images)."""
 
     def run(*extra: str) -> dict:
         proc = invoke(*run_args(dirs, "--limit", "3", *extra))

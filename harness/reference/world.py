@@ -10,11 +10,9 @@ apply unchanged with the world's shape names as classes.
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -189,11 +187,6 @@ def benchmark_metadata(seed: int = 0) -> list[dict[str, Any]]:
         repeats, rest = divmod(total, len(pool))
         out += [make_metadata(tag, *args) for args in pool * repeats + pool[:rest]]
     return out
-
-
-def write_metadata_jsonl(metadata: list[dict[str, Any]], path: str | Path) -> None:
-    """Write metadata one JSON object a line, formatted as GenEval's `evaluation_metadata.jsonl`."""
-    Path(path).write_text("".join(json.dumps(m) + "\n" for m in metadata))
 
 
 def _place(rng: random.Random, shapes_colors: list[tuple[str, str]], relation: str | None) -> Scene | None:
