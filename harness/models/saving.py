@@ -85,10 +85,11 @@ def load_compressed_transformer(folder: Path, family: str, device: str, dtype: A
     """The transformer of a saved compressed pipeline on `device`: removed sub-components replaced by their
     stand-ins again, quantised layers restored from their statistics."""
     import torch
-    from diffusers import FluxTransformer2DModel, SD3Transformer2DModel
     from safetensors.torch import load_file
 
-    model_class = SD3Transformer2DModel if family == "sd3" else FluxTransformer2DModel
+    from harness.models.families import family_of
+
+    model_class = family_of(family).transformer_class()
     subfolder = Path(folder) / "transformer"
     state: dict[str, torch.Tensor] = {}
     for file in sorted(subfolder.glob("*.safetensors")):
