@@ -43,7 +43,6 @@ def main(argv: list[str] | None = None) -> int:
     from harness.commands.analyze import AnalyzeOptions, analyze
     from harness.generation import ImageRequest, Sample, image_seed, to_uint8
     from harness.metrics import lookup
-    from harness.models.families import call_kwargs
     from harness.models.loading import load_model, resolve_model
     from harness.models.surgery import skip
     from harness.ranking import ablations_for
@@ -66,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
                           for r in chunk]
             with torch.inference_mode():
                 output = model.pipeline(prompt=[r.prompt for r in chunk], generator=generators, output_type="np",
-                                        **call_kwargs(spec.family, sampling, len(chunk)))
+                                        **model.family.call_kwargs(sampling, len(chunk)))
             samples += [Sample(r, 0, image, Path("-")) for r, image in zip(chunk, to_uint8(output.images),
                                                                           strict=True)]
         return samples

@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         count = 0
         for batch_prompts, seeds in bare_batches:
             negative = {}
-            if spec.family == "sd3" and sampling.negative_prompt is not None:
+            if model.family.takes_negative_prompt and sampling.negative_prompt is not None:
                 negative["negative_prompt"] = [sampling.negative_prompt] * len(batch_prompts)
             with torch.inference_mode() if args.bare_inference_mode else contextlib.nullcontext():
                 images = pipeline(

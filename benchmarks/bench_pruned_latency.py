@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     from harness.errors import UsageError
     from harness.flops import count_flops
     from harness.models.architecture import build_architecture, text_tokens_of
-    from harness.models.families import transformer_inputs
+    from harness.models.families import family_of
     from harness.models.loading import load_model, resolve_model
     from harness.models.surgery import removable_blocks, remove_blocks
 
@@ -57,9 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         source = "untrained architecture"
     transformer = components["transformer"].to(device).eval()
     tokens = text_tokens_of(spec, spec.sampling, components)
-    cfg = spec.sampling.guidance_scale > 1 and spec.family == "sd3"
-    inputs = transformer_inputs(transformer, 2 if cfg else 1, spec.sampling.height, spec.sampling.width, tokens,
-                                device, transformer.dtype, torch.Generator().manual_seed(0))
+    family = family_of(spec.family)
+    inputs = family.transformer_inputs(transformer, family.forward_batch_size(spec.sampling, 1), spec.sampling.height,
+                                       spec.sampling.width, tokens, device, transformer.dtype,
+                                       torch.Generator().manual_seed(0))
 
     def flops(model: torch.nn.Module) -> int:
         with count_flops() as counts, torch.no_grad():

@@ -126,40 +126,6 @@ def _block_outputs(transformer: Any) -> tuple[dict[int, Any], list[Any]]:
     return store, handles
 
 
-def _latents(pipe: Any, family: str, latents: Any) -> Any:
-    """The transformer's view of clean latents: SD3 takes them as they are, FLUX packs 2x2 patches into tokens."""
-    if family == "sd3":
-        return latents
-    b, c, h, w = latents.shape
-    return pipe._pack_latents(latents, b, c, h, w)
-
-
-def _transformer_inputs(model: Any, x_t: Any, sigma: Any, image_size: tuple[int, int], prompts: list[str]) -> dict:
-    """Keyword arguments of one transformer forward on noisy latents x_t at noise level sigma (per sample), the
-    same for teacher and student."""
-    import torch
-
-    from harness.models.families import encode_prompts
-
-    pipe, sampling, family = model.pipeline, model.spec.sampling, model.spec.family
-    embeds, pooled = encode_prompts(pipe, family, prompts, sampling.max_sequence_length, model.device)
-    inputs = {"hidden_states": x_t, "encoder_hidden_states": embeds, "pooled_projections": pooled,
-              "return_dict": False}
-    if family == "sd3":
-        inputs["timestep"] = sigma * 1000  # SD3's transformer takes the scheduler's timestep, sigma * 1000
-        return inputs
-    height, width = image_size
-    scale = pipe.vae_scale_factor * 2  # FLUX: 2x2 latent patches per token
-    inputs["timestep"] = sigma  # FLUX's transformer scales by 1000 itself
-    inputs["img_ids"] = pipe._prepare_latent_image_ids(x_t.shape[0], height // scale, width // scale, model.device,
-                                                       model.dtype)
-    inputs["txt_ids"] = torch.zeros(embeds.shape[1], 3, device=model.device, dtype=model.dtype)
-    if model.transformer.config.guidance_embeds:
-        inputs["guidance"] = torch.full((x_t.shape[0],), sampling.guidance_scale, device=model.device,
-                                        dtype=torch.float32)
-    return inputs
-
-
 RELEASE_DISTILL_LR = 1e-4  # AdamW, constant (FACTS section 1)
 
 
@@ -180,11 +146,11 @@ def distill(model: Any, teacher: Any, removed: list[int], intensity: dict[int, f
     from diffusers import FlowMatchEulerDiscreteScheduler
     from tqdm.auto import tqdm
 
-    from harness.models.families import encode_images
     from harness.models.topology import block_topology
+    from harness.models.vae import encode_images
     from harness.results import write_atomic
 
-    pipe, student = model.pipeline, model.transformer
+    pipe, student, family = model.pipeline, model.transformer, model.family
     accelerator = Accelerator(cpu=model.device.type == "cpu")
     blocks = block_topology(student)
     kept_original = [i for i in range(len(blocks) + len(removed)) if i not in set(removed)]
@@ -254,14 +220,15 @@ def distill(model: Any, teacher: Any, removed: list[int], intensity: dict[int, f
         while step < params.distill_steps:
             started = time.perf_counter()
             prompts, images = pairs.next(params.distill_batch_size)
-            x0 = _latents(pipe, model.spec.family, encode_images(pipe, images).to(model.dtype))
+            x0 = family.training_latents(pipe, encode_images(pipe, images).to(model.dtype))
             u = torch.sigmoid(torch.randn(x0.shape[0]))  # logit-normal(0, 1)
             indices = (u * scheduler.config.num_train_timesteps).long().clamp(max=len(scheduler.timesteps) - 1)
             sigma = scheduler.sigmas[indices].to(model.device, model.dtype).view(-1, *[1] * (x0.dim() - 1))
             noise = torch.randn_like(x0)
             x_t = sigma * noise + (1 - sigma) * x0
             with torch.no_grad():
-                inputs = _transformer_inputs(model, x_t, sigma.flatten(), images.shape[1:3], prompts)
+                inputs = family.training_inputs(pipe, x_t, sigma.flatten(), images.shape[1:3], prompts,
+                                                model.spec.sampling, model.device, model.dtype)
             with torch.no_grad():
                 v_teacher = teacher(**inputs)[0]
             v_student = wrapped(**inputs)[0]

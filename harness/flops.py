@@ -50,12 +50,13 @@ def transformer_flops(transformer: Any, spec: Any, sampling: Any, text_tokens: i
     """FLOPs of one denoising step (one forward, or two with CFG) at the sampling resolution."""
     import torch
 
-    from harness.models.families import transformer_inputs
+    from harness.models.families import family_of
 
-    cfg = sampling.guidance_scale > 1 and spec.family == "sd3"
+    family = family_of(spec.family)
+    batch = family.forward_batch_size(sampling, 1)
     device = next(transformer.parameters()).device
-    inputs = transformer_inputs(transformer, 2 if cfg else 1, sampling.height, sampling.width, text_tokens,
-                                device, next(transformer.parameters()).dtype)
+    inputs = family.transformer_inputs(transformer, batch, sampling.height, sampling.width, text_tokens, device,
+                                       next(transformer.parameters()).dtype)
     with count_flops() as counts, torch.no_grad():
         transformer(**inputs)
-    return {**counts, "total": sum(counts.values()), "batch": 2 if cfg else 1}
+    return {**counts, "total": sum(counts.values()), "batch": batch}

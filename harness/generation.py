@@ -187,8 +187,6 @@ def generate(
     import torch
     from tqdm.auto import tqdm
 
-    from harness.models.families import call_kwargs, draw_noise
-
     all_batches = plan_batches(setup, requests, batch_size)
     batches = [b for b in all_batches if b.index % world_size == rank]
     stats = GenerationStats()
@@ -198,7 +196,7 @@ def generate(
         stats.cached += len(batch.keys) - len(missing)
         if missing:
             todo.append((batch, missing))
-    family, pipeline = model.spec.family, model.pipeline
+    family, pipeline = model.family, model.pipeline
     # per-prompt mode: one generator per prompt, advanced over the prompt's earlier batches (replayed draws if cached)
     prompt_generators: dict[int, tuple[torch.Generator, int]] = {}
 
@@ -209,8 +207,8 @@ def generate(
             generator = torch.Generator(model.device).manual_seed(setup.base_seed)
             next_batch = next(b.index for b in all_batches if b.requests[0].prompt_index == prompt_index)
         for earlier in all_batches[next_batch : batch.index]:  # replay draws of batches not generated here
-            draw_noise(pipeline, family, len(earlier.requests), sampling, generator, model.device, model.dtype)
-        noise = draw_noise(pipeline, family, len(batch.requests), sampling, generator, model.device, model.dtype)
+            family.draw_noise(pipeline, len(earlier.requests), sampling, generator, model.device, model.dtype)
+        noise = family.draw_noise(pipeline, len(batch.requests), sampling, generator, model.device, model.dtype)
         prompt_generators[prompt_index] = (generator, batch.index + 1)
         return noise
 
@@ -221,8 +219,8 @@ def generate(
         for batch, missing in todo:
             if setup.seed_mode == "per-image":
                 generators = [torch.Generator("cpu").manual_seed(setup.seed_of(r)) for r in batch.requests]
-                noise = draw_noise(pipeline, family, len(batch.requests), sampling, generators, model.device,
-                                   model.dtype)
+                noise = family.draw_noise(pipeline, len(batch.requests), sampling, generators, model.device,
+                                          model.dtype)
             else:
                 noise = prompt_noise(batch)
             with torch.inference_mode():
@@ -230,7 +228,7 @@ def generate(
                     prompt=[r.prompt for r in batch.requests],
                     latents=noise,
                     output_type="np",
-                    **call_kwargs(family, sampling, len(batch.requests)),
+                    **family.call_kwargs(sampling, len(batch.requests)),
                 )
             for key, image in zip(batch.keys, to_uint8(np.asarray(output.images)), strict=True):
                 if key in missing:  # a batch runs whole (its pixels depend on it), but only new images are written

@@ -76,9 +76,8 @@ class LatencySuite(MeasurementSuite):
     def measure(self, model: Any, sampling: Any) -> SuiteResult:
         import torch
 
-        from harness.models.families import call_kwargs, encode_prompts, transformer_inputs
-
         clock, params = _Clock(model.device), self.params
+        family = model.family
         pipeline, batch = model.pipeline, params.batch_size
         steps: list[Any] = []
 
@@ -92,7 +91,7 @@ class LatencySuite(MeasurementSuite):
             start = clock.mark()
             with torch.inference_mode():
                 pipeline(prompt=[params.prompt] * batch, generator=generator, output_type="np",
-                         callback_on_step_end=on_step, **call_kwargs(model.spec.family, sampling, batch))
+                         callback_on_step_end=on_step, **family.call_kwargs(sampling, batch))
             end = clock.mark()
             per_step = [clock.elapsed_ms(a, b) for a, b in zip(steps, steps[1:], strict=False)]
             return clock.elapsed_ms(start, end) / batch, per_step
@@ -107,13 +106,12 @@ class LatencySuite(MeasurementSuite):
             per_step += step_times
             records.append({"kind": "pipeline_call", "repeat": repeat, "ms_per_image": total,
                             "step_ms": step_times})
-        cfg = sampling.guidance_scale > 1 and model.spec.family == "sd3"
+        forward_batch = family.forward_batch_size(sampling, batch)
         with torch.inference_mode():
-            embeds, _ = encode_prompts(pipeline, model.spec.family, [params.prompt], sampling.max_sequence_length,
-                                       model.device)
-            inputs = transformer_inputs(model.transformer, batch * (2 if cfg else 1), sampling.height,
-                                        sampling.width, embeds.shape[1], model.device, model.dtype,
-                                        torch.Generator().manual_seed(0))
+            embeds, _ = family.encode_prompts(pipeline, [params.prompt], sampling.max_sequence_length, model.device)
+            inputs = family.transformer_inputs(model.transformer, forward_batch, sampling.height, sampling.width,
+                                               embeds.shape[1], model.device, model.dtype,
+                                               torch.Generator().manual_seed(0))
             forwards = []
             for repeat in range(params.warmup + params.forward_repeats):
                 start = clock.mark()
@@ -127,7 +125,7 @@ class LatencySuite(MeasurementSuite):
         notes = [f"batch {batch}, {sampling.height}x{sampling.width}, {sampling.num_inference_steps} steps, "
                  f"guidance {sampling.guidance_scale}, {str(model.dtype).removeprefix('torch.')} on "
                  f"{model.device}; clock: {'CUDA events' if clock.cuda else 'perf_counter'}; transformer forward "
-                 f"batch {batch * (2 if cfg else 1)}, {embeds.shape[1]} text tokens"]
+                 f"batch {forward_batch}, {embeds.shape[1]} text tokens"]
         if per_step:
             metrics["per_step"] = median_of(per_step)
         else:

@@ -61,10 +61,10 @@ class MemorySuite(MeasurementSuite):
     def measure(self, model: Any, sampling: Any) -> SuiteResult:
         import torch
 
-        from harness.models.families import call_kwargs, encode_prompts, transformer_inputs
         from harness.models.footprint import weight_bytes
 
         pipeline, params, notes = model.pipeline, self.params, []
+        family = model.family
         metrics: dict[str, MetricValue] = {}
 
         def put(name: str, value: int | None) -> None:
@@ -101,14 +101,14 @@ class MemorySuite(MeasurementSuite):
             with PeakMemory(model.device) as inference, torch.inference_mode():
                 pipeline(prompt=[params.prompt] * params.batch_size, output_type="np",
                          generator=torch.Generator("cpu").manual_seed(0),
-                         **call_kwargs(model.spec.family, sampling, params.batch_size))
+                         **family.call_kwargs(sampling, params.batch_size))
             with torch.inference_mode():
-                embeds, _ = encode_prompts(pipeline, model.spec.family, [params.prompt],
-                                           sampling.max_sequence_length, model.device)
-                cfg = sampling.guidance_scale > 1 and model.spec.family == "sd3"
-                inputs = transformer_inputs(model.transformer, params.batch_size * (2 if cfg else 1),
-                                            sampling.height, sampling.width, embeds.shape[1], model.device,
-                                            model.dtype, torch.Generator().manual_seed(0))
+                embeds, _ = family.encode_prompts(pipeline, [params.prompt], sampling.max_sequence_length,
+                                                  model.device)
+                forward_batch = family.forward_batch_size(sampling, params.batch_size)
+                inputs = family.transformer_inputs(model.transformer, forward_batch, sampling.height, sampling.width,
+                                                   embeds.shape[1], model.device, model.dtype,
+                                                   torch.Generator().manual_seed(0))
                 del embeds
                 with PeakMemory(model.device) as forward:
                     model.transformer(**inputs)

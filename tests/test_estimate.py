@@ -15,7 +15,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from harness.devices import GIB
 from harness.flops import transformer_flops
 from harness.models.architecture import build_architecture, text_tokens_of
-from harness.models.families import transformer_inputs
+from harness.models.families import family_of_transformer
 from harness.models.presets import PRESETS
 
 
@@ -52,7 +52,8 @@ def test_flops_match_torch_flop_counter(model):
     transformer = components["transformer"]
     tokens = text_tokens_of(spec, spec.sampling, components)
     ours = transformer_flops(transformer, spec, spec.sampling, tokens)
-    inputs = transformer_inputs(transformer, ours["batch"], spec.sampling.height, spec.sampling.width, tokens)
+    inputs = family_of_transformer(transformer).transformer_inputs(transformer, ours["batch"], spec.sampling.height,
+                                                                   spec.sampling.width, tokens)
     # the math backend spells attention as matmuls, which the flop counter counts (its CPU fused kernel it does not)
     with FlopCounterMode(display=False) as counter, torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
         transformer(**inputs)

@@ -100,14 +100,14 @@ def test_per_prompt_mode_matches_diffusers_own_generator_and_resumes(model, tmp_
     generate(model, setup, reqs, cache, batch_size=2, sampling=model.spec.sampling, progress=False)
     ours = images(cache, setup, reqs, 2)
 
-    from harness.models.families import call_kwargs
+    from harness.models.families import family_of
 
     expected = []
     for prompt in PROMPTS[:2]:
         generator = torch.Generator("cpu").manual_seed(7)
         for _ in range(2):  # two batches of two samples from the same generator
             out = model.pipeline(prompt=[prompt] * 2, generator=generator, output_type="np",
-                                 **call_kwargs("sd3", model.spec.sampling, 2))
+                                 **family_of("sd3").call_kwargs(model.spec.sampling, 2))
             expected.extend(to_uint8(out.images))
     assert all(np.array_equal(a, b) for a, b in zip(ours, expected, strict=True))
 

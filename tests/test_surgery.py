@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.models.families import transformer_inputs
+from harness.models.families import family_of_transformer
 from harness.models.presets import PRESETS
 from harness.models.surgery import Ablation, removable_blocks, remove_blocks, skip
 from harness.models.topology import block_topology
@@ -36,7 +36,8 @@ def model(request) -> tuple[str, torch.nn.Module]:
 def _forward(transformer: torch.nn.Module) -> torch.Tensor:
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        return transformer(**transformer_inputs(transformer, 2, 64, 64, 5, generator=generator))[0]
+        inputs = family_of_transformer(transformer).transformer_inputs(transformer, 2, 64, 64, 5, generator=generator)
+        return transformer(**inputs)[0]
 
 
 def test_removal_round_trips_with_no_missing_keys(model, tmp_path):

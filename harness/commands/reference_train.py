@@ -180,7 +180,7 @@ class _Trainer:
     def train_vae(self) -> None:
         import torch
 
-        from harness.models.families import to_model_range
+        from harness.models.vae import to_model_range
 
         vae, config = self.pipe.vae, self.config
         vae.train()
@@ -223,7 +223,7 @@ class _Trainer:
     def _set_latent_statistics(self) -> None:
         import torch
 
-        from harness.models.families import to_model_range
+        from harness.models.vae import to_model_range
 
         with torch.no_grad():
             rng = random.Random(self.config.seed + 1)
@@ -238,7 +238,7 @@ class _Trainer:
         import torch
         import torch.nn.functional as F
 
-        from harness.models.families import encode_images
+        from harness.models.vae import encode_images
 
         config, pipe = self.config, self.pipe
         params = [p for module in self.trainable for p in module.parameters()]

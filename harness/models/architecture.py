@@ -7,6 +7,7 @@ import importlib
 from typing import Any
 
 from harness.errors import UsageError
+from harness.models.families import family_of
 
 
 def _component(path: str, config: dict[str, Any]) -> Any:
@@ -21,7 +22,6 @@ def _component(path: str, config: dict[str, Any]) -> Any:
 def build_architecture(spec: Any) -> dict[str, Any]:
     """The model's components (transformer, text encoders, VAE) without weights, in the model's dtype."""
     import torch
-    from diffusers import FluxTransformer2DModel, SD3Transformer2DModel
     from diffusers.utils import logging as diffusers_logging
 
     verbosity = diffusers_logging.get_verbosity()
@@ -34,7 +34,7 @@ def build_architecture(spec: Any) -> dict[str, Any]:
                     if isinstance(module, torch.nn.Module)}
         if not spec.transformer_config:
             raise UsageError(f"'{spec.name}' has no architecture config to estimate from: use a registered preset")
-        model_class = SD3Transformer2DModel if spec.family == "sd3" else FluxTransformer2DModel
+        model_class = family_of(spec.family).transformer_class()
         with torch.device("meta"):
             components = {"transformer": model_class(**spec.transformer_config)}
             components.update({name: _component(path, config)
@@ -45,9 +45,5 @@ def build_architecture(spec: Any) -> dict[str, Any]:
 
 
 def text_tokens_of(spec: Any, sampling: Any, components: dict[str, Any]) -> int:
-    """How many text tokens the transformer sees: SD3 77 CLIP tokens + the T5 length; FLUX the T5 length."""
-    t5 = sampling.max_sequence_length or (256 if spec.family == "sd3" else 512)
-    if spec.family == "flux":
-        return t5
-    clip = components["text_encoder"].config.max_position_embeddings if "text_encoder" in components else 77
-    return clip + t5
+    """How many text tokens the transformer sees (SD3: CLIP's and T5's; FLUX: T5's)."""
+    return family_of(spec.family).text_tokens(sampling, components)

@@ -15,15 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UsageError, unknown_name_error
+from harness.models.families import HUB_REPO_FAMILY, Family, family_of, family_of_pipeline_class, registered_families
 from harness.models.saving import load_compressed_transformer, read_provenance
-from harness.models.spec import ModelSpec, SamplingSettings
+from harness.models.spec import ModelSpec, SamplingSettings, dtype_name
 from harness.registry import MODELS
-
-# Sampling for a folder or repo id that is not a registered preset; `--set sampling.<field>=` overrides it.
-FAMILY_DEFAULT_SAMPLING = {
-    "sd3": SamplingSettings(num_inference_steps=28, guidance_scale=7.0, max_sequence_length=256),
-    "flux": SamplingSettings(num_inference_steps=28, guidance_scale=3.5, max_sequence_length=512, negative_prompt=None),
-}
 
 
 @dataclass
@@ -41,6 +36,10 @@ class LoadedModel:
     def transformer(self) -> Any:
         return self.pipeline.transformer
 
+    @property
+    def family(self) -> Family:
+        return family_of(self.spec.family)
+
 
 def _read_model_index(folder: Path) -> dict[str, Any]:
     index = folder / "model_index.json"
@@ -55,15 +54,13 @@ def _read_model_index(folder: Path) -> dict[str, Any]:
         raise UsageError(f"'{index}' is not valid JSON ({exc}); the folder is damaged: download it again.") from None
 
 
-def _family_of_folder(folder: Path) -> str:
-    from harness.models.families import PIPELINE_CLASS_NAMES, family_of
-
+def _family_of_folder(folder: Path) -> Family:
     class_name = _read_model_index(folder).get("_class_name", "")
-    family = family_of(class_name)
+    family = family_of_pipeline_class(class_name)
     if family is None:
         raise UsageError(
             f"'{folder}' holds a {class_name or 'unnamed'} pipeline; the harness supports "
-            f"{', '.join(PIPELINE_CLASS_NAMES.values())}."
+            f"{', '.join(f.pipeline_class_name for f in registered_families())}."
         )
     return family
 
@@ -81,7 +78,7 @@ def resolve_model(name: str) -> ModelSpec:
             return ModelSpec(
                 name=path.resolve().name,
                 description=f"{provenance['base']['name']} compressed with {recipe} ({path})",
-                family=family,  # type: ignore[arg-type]
+                family=family.name,
                 sampling=SamplingSettings(**provenance["sampling"]),
                 transformer_config={},
                 dtype=provenance["dtype"],
@@ -92,8 +89,8 @@ def resolve_model(name: str) -> ModelSpec:
         return ModelSpec(
             name=path.resolve().name,
             description=f"local folder {path}",
-            family=family,  # type: ignore[arg-type]
-            sampling=FAMILY_DEFAULT_SAMPLING[family],
+            family=family.name,
+            sampling=family.default_sampling,  # `--set sampling.<field>=` overrides it
             transformer_config={},
             repo_id=str(path.resolve()),
         )
@@ -101,8 +98,8 @@ def resolve_model(name: str) -> ModelSpec:
         return ModelSpec(
             name=name,
             description=f"Hub repo {name}",
-            family="sd3",  # checked against the repo's model_index.json once it is downloaded
-            sampling=FAMILY_DEFAULT_SAMPLING["sd3"],
+            family=HUB_REPO_FAMILY.name,  # checked against the repo's model_index.json once it is downloaded
+            sampling=HUB_REPO_FAMILY.default_sampling,
             transformer_config={},
             repo_id=name,
         )
@@ -167,8 +164,6 @@ def load_model(spec: ModelSpec, *, weights: str | None, device: str, dtype: str 
     """Build or load the pipeline on `device` in `dtype` (default: the spec's)."""
     import torch
 
-    from harness.models.families import pipeline_class
-
     torch_dtype = getattr(torch, dtype or spec.dtype)
     base = None
     if spec.build is not None and weights is None:
@@ -189,21 +184,21 @@ def load_model(spec: ModelSpec, *, weights: str | None, device: str, dtype: str 
         else:
             folder = _download(spec.repo_id, spec.revision)
         family = _family_of_folder(folder)
-        if family != spec.family and spec.transformer_config:
-            raise UsageError(f"'{folder}' holds a {family} pipeline but model '{spec.name}' is {spec.family}")
-        if family != spec.family:
-            spec = dataclasses.replace(spec, family=family, sampling=FAMILY_DEFAULT_SAMPLING[family])
+        if family.name != spec.family and spec.transformer_config:
+            raise UsageError(f"'{folder}' holds a {family.name} pipeline but model '{spec.name}' is {spec.family}")
+        if family.name != spec.family:
+            spec = dataclasses.replace(spec, family=family.name, sampling=family.default_sampling)
         # components saved as [null, null] (e.g. SD3 without T5) must be passed as None explicitly
         absent = {k: None for k, v in _read_model_index(folder).items() if v == [None, None]}
         provenance = read_provenance(folder)
         if provenance is not None:  # pruned config, quantised layers: rebuilt by the harness, not diffusers
             base = provenance["base"]
-            absent["transformer"] = load_compressed_transformer(folder, family, "cpu", torch_dtype, provenance)
+            absent["transformer"] = load_compressed_transformer(folder, family.name, "cpu", torch_dtype, provenance)
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="`torch_dtype` is deprecated")  # newer diffusers
-                pipeline = pipeline_class(family).from_pretrained(folder, torch_dtype=torch_dtype,
-                                                                  use_safetensors=True, **absent)
+                pipeline = family.pipeline_class().from_pretrained(folder, torch_dtype=torch_dtype,
+                                                                   use_safetensors=True, **absent)
         except Exception as exc:  # diffusers/safetensors raise many types for damaged files
             first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise UsageError(
@@ -225,7 +220,7 @@ def load_base(model: LoadedModel) -> LoadedModel:
     name, source = model.base["name"], model.base["source"]
     spec = resolve_model(name if name in MODELS.names() else source)
     weights = source if spec.build is None and Path(source).is_dir() else None
-    base = load_model(spec, weights=weights, device=str(model.device), dtype=str(model.dtype).removeprefix("torch."))
+    base = load_model(spec, weights=weights, device=str(model.device), dtype=dtype_name(model.dtype))
     if base.fingerprint != model.base["fingerprint"]:
         raise UsageError(f"'{model.source}' was compressed from {name} with fingerprint {model.base['fingerprint']}, "
                          f"but the base model found now has {base.fingerprint}: the original images would come from "

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UsageError
+from harness.models.spec import dtype_name
 from harness.params import params_from_record
 from harness.registry import COMPRESSORS
 
@@ -64,7 +65,7 @@ def save_compressed(model: Any, folder: Path, recipe: list[dict[str, Any]], cost
             "base": base, "family": model.spec.family, "recipe": recipe, "costs": costs,
             "sampling": model.spec.sampling.as_dict(), "contribution_metric": model.spec.contribution_metric,
             "quality_suites": list(model.spec.quality_suites),
-            "dtype": str(model.dtype).removeprefix("torch."),
+            "dtype": dtype_name(model.dtype),
             "transformer_weight_bytes": weight_bytes(model.transformer),
         }
         (staging / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
@@ -87,10 +88,11 @@ def load_compressed_transformer(folder: Path, family: str, device: str, dtype: A
     """The transformer of a saved compressed pipeline on `device`: removed sub-components replaced by their
     stand-ins again, layers with a compressor's own storage (quantised) restored by that compressor."""
     import torch
-    from diffusers import FluxTransformer2DModel, SD3Transformer2DModel
     from safetensors.torch import load_file
 
-    model_class = SD3Transformer2DModel if family == "sd3" else FluxTransformer2DModel
+    from harness.models.families import family_of
+
+    model_class = family_of(family).transformer_class()
     subfolder = Path(folder) / "transformer"
     state: dict[str, torch.Tensor] = {}
     for file in sorted(subfolder.glob("*.safetensors")):

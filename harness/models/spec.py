@@ -5,9 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
-
-Family = Literal["sd3", "flux"]
+from typing import Any
 
 
 def dtype_name(dtype: Any) -> str:
@@ -24,7 +22,7 @@ class SamplingSettings:
     height: int = 1024
     width: int = 1024
     max_sequence_length: int | None = None  # T5 tokens; None = the pipeline's default
-    negative_prompt: str | None = ""  # SD3 family only; FLUX pipelines take none
+    negative_prompt: str | None = ""  # for families that take one (Family.takes_negative_prompt); FLUX takes none
 
     def __post_init__(self) -> None:
         if self.num_inference_steps < 1:
@@ -49,7 +47,7 @@ class ModelSpec:
 
     name: str
     description: str
-    family: Family
+    family: str  # a registered family's name (harness.models.families.family_of)
     sampling: SamplingSettings
     transformer_config: dict[str, Any]
     dtype: str = "bfloat16"

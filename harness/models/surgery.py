@@ -1,4 +1,4 @@
-"""Block surgery on SD3 and FLUX transformers: physical removal of whole blocks, and reversible in-place skips.
+"""Block surgery on diffusion transformers: physical removal of whole blocks, and reversible in-place skips.
 
 `remove_blocks` deletes blocks and updates the config, so the result round-trips through `save_pretrained` /
 `from_pretrained` with no missing or unexpected keys. `skip` swaps a whole block or one of its sub-components
@@ -31,6 +31,7 @@ from diffusers.models.normalization import (
 )
 from torch import nn
 
+from harness.models.families import family_of_transformer
 from harness.models.topology import BlockInfo, block_topology, component_modules
 
 
@@ -203,39 +204,27 @@ def remove_components(transformer: nn.Module, ablations: Sequence[Ablation]) -> 
 
 
 def removable_blocks(transformer: nn.Module) -> list[BlockInfo]:
-    """Blocks that `remove_blocks` may delete: all but SD3's final `context_pre_only` block, which ends the text
-    stream (deleting it leaves a block whose weights no longer match a last block's shape, see FACTS section 4)."""
-    return [block for block in block_topology(transformer) if block.kind != "joint-last"]
+    """Blocks that `remove_blocks` may delete: all but those the family keeps (SD3's final `context_pre_only` block,
+    which ends the text stream)."""
+    family = family_of_transformer(transformer)
+    return [block for block in block_topology(transformer) if family.unremovable_reason(block.kind) is None]
 
 
 def remove_blocks(transformer: nn.Module, indices: Iterable[int]) -> list[BlockInfo]:
     """Delete whole blocks (execution-order indices) and update the config; returns the removed blocks."""
+    family = family_of_transformer(transformer)
     blocks = block_topology(transformer)
     wanted = sorted(set(indices))
-    allowed = {block.index for block in removable_blocks(transformer)}
     for index in wanted:
         if not 0 <= index < len(blocks):
             raise ValueError(f"block {index} does not exist: the transformer has {len(blocks)} blocks "
                              f"(0-{len(blocks) - 1})")
-        if index not in allowed:
-            raise ValueError(f"block {index} is SD3's final context_pre_only block, which ends the text stream and "
-                             "cannot be removed; remove earlier blocks instead")
+        reason = family.unremovable_reason(blocks[index].kind)
+        if reason is not None:
+            raise ValueError(f"block {index} is {reason}; remove earlier blocks instead")
     removed = [blocks[i] for i in wanted]
     for block in reversed(removed):  # from the back, so earlier positions stay valid
         list_name, position = block.path.rsplit(".", 1)
         del getattr(transformer, list_name)[int(position)]
-    _update_config(transformer)
+    transformer.register_to_config(**family.config_after_removal(transformer))
     return removed
-
-
-def _update_config(transformer: nn.Module) -> None:
-    config: dict[str, Any] = {"num_layers": len(transformer.transformer_blocks)}
-    if hasattr(transformer, "single_transformer_blocks"):
-        config["num_single_layers"] = len(transformer.single_transformer_blocks)
-    dual = getattr(transformer.config, "dual_attention_layers", None)
-    if dual:  # SD3.5 Medium: positions of the dual-attention blocks after the deletion
-        config["dual_attention_layers"] = tuple(
-            position for position, block in enumerate(transformer.transformer_blocks)
-            if getattr(block, "attn2", None) is not None
-        )
-    transformer.register_to_config(**config)

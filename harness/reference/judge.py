@@ -134,7 +134,7 @@ def autoencoder_agreement(vae: Any, seed: int, per_task: int = 50) -> dict[str, 
     import torch
 
     from harness.geneval_rules import evaluate
-    from harness.models.families import to_model_range
+    from harness.models.vae import to_model_range
     from harness.reference.render import render
     from harness.reference.world import TAGS, random_metadata, scene_for
 

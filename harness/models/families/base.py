@@ -1,0 +1,208 @@
+"""`Family`: everything that differs between pipeline families (SD3, FLUX.1, ...), and the registry of families.
+
+A family is one subclass of `Family` in its own module of this package with one instance registered in the package's
+`__init__.py`. Code outside this package never compares family names or diffusers classes: it asks the family object
+(`family_of(spec.family)`, `LoadedModel.family`, `family_of_transformer(transformer)`). torch and diffusers are
+imported inside the hooks, so importing the package stays light (`harness --help` must not import torch).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from harness.errors import unknown_name_error
+
+if TYPE_CHECKING:
+    import torch
+
+    from harness.models.spec import SamplingSettings
+
+# The sub-component vocabulary of HierarchicalPrune (what rankings and `--set ...blocks` name) -> the block attributes
+# each covers. Attributes that are None or absent in a block are skipped (`attn2` outside dual-attention blocks).
+COMPONENT_ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "w_norm1": ("norm1",),
+    "w_norm1_context": ("norm1_context",),
+    "attn": ("attn", "attn2"),
+    "ff": ("ff", "norm2"),
+    "ff_context": ("ff_context", "norm2_context"),
+    "w_norm": ("norm",),
+    "proj_mlp_out": ("proj_mlp", "proj_out"),
+}
+
+
+class Family(abc.ABC):
+    """What the harness needs to know about one family of diffusers pipelines.
+
+    Class attributes name the family and its diffusers classes; methods are the hooks where the families differ.
+    Tensor shapes below use B for the batch size.
+    """
+
+    name: str  # as written in ModelSpec.family, provenance files and results
+    pipeline_class_name: str  # the diffusers pipeline class, as model_index.json's "_class_name" names it
+    transformer_class_name: str  # the diffusers transformer class of the pipeline
+    default_sampling: SamplingSettings  # for a folder or repo id that is not a registered preset
+    default_max_sequence_length: int  # text (T5) tokens the pipeline encodes when sampling leaves it None
+    takes_negative_prompt: bool  # whether the pipeline call gets SamplingSettings.negative_prompt
+    # block kind (as `block_kind` returns it) -> the names of its sub-components, in the order rankings list them
+    kind_components: dict[str, tuple[str, ...]]
+    # sub-component name -> block attributes; override where the family's blocks name their submodules differently
+    component_attributes: dict[str, tuple[str, ...]] = COMPONENT_ATTRIBUTES
+
+    def __repr__(self) -> str:
+        return f"<family {self.name}>"
+
+    # -- classes ---------------------------------------------------------------------------------------------------
+
+    def pipeline_class(self) -> type:
+        """The diffusers pipeline class (imports diffusers)."""
+        import diffusers
+
+        return getattr(diffusers, self.pipeline_class_name)
+
+    def transformer_class(self) -> type:
+        """The diffusers transformer class (imports diffusers)."""
+        import diffusers
+
+        return getattr(diffusers, self.transformer_class_name)
+
+    # -- sampling --------------------------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def doubles_batch(self, sampling: SamplingSettings) -> bool:
+        """Whether the pipeline runs each transformer forward on twice the batch (classifier-free guidance)."""
+
+    def forward_batch_size(self, sampling: SamplingSettings, batch_size: int) -> int:
+        """The transformer's batch in one denoising step of a pipeline call on `batch_size` images."""
+        return batch_size * (2 if self.doubles_batch(sampling) else 1)
+
+    def call_kwargs(self, settings: SamplingSettings, batch_size: int) -> dict[str, Any]:
+        """Keyword arguments of a pipeline call on `batch_size` prompts (besides prompt, latents or generator and
+        output_type)."""
+        kwargs: dict[str, Any] = {
+            "num_inference_steps": settings.num_inference_steps,
+            "guidance_scale": settings.guidance_scale,
+            "height": settings.height,
+            "width": settings.width,
+        }
+        if settings.max_sequence_length is not None:
+            kwargs["max_sequence_length"] = settings.max_sequence_length
+        if self.takes_negative_prompt and settings.negative_prompt is not None:
+            kwargs["negative_prompt"] = [settings.negative_prompt] * batch_size
+        return kwargs
+
+    @abc.abstractmethod
+    def draw_noise(self, pipeline: Any, batch_size: int, settings: SamplingSettings,
+                   generator: torch.Generator | list[torch.Generator], device: torch.device,
+                   dtype: torch.dtype) -> torch.Tensor:
+        """The initial latents exactly as the pipeline itself would draw them from `generator` (same draws, same
+        order), in the form its call takes as `latents=`. Drawing them here lets the harness control and replay
+        the generator's state."""
+
+    @abc.abstractmethod
+    def encode_prompts(self, pipeline: Any, prompts: list[str], max_sequence_length: int | None,
+                       device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(token embeddings [B, tokens, width], pooled embedding [B, width]) of the prompts as the pipeline feeds
+        its transformer, without classifier-free guidance; None length: `default_max_sequence_length`."""
+
+    @abc.abstractmethod
+    def text_tokens(self, sampling: SamplingSettings, components: dict[str, Any]) -> int:
+        """How many text tokens the transformer sees under `sampling`, given the pipeline's components (name ->
+        module; meta-device ones do)."""
+
+    # -- bare transformer forwards (latency, memory, FLOPs) --------------------------------------------------------
+
+    @abc.abstractmethod
+    def transformer_inputs(self, transformer: torch.nn.Module, batch_size: int, height: int, width: int,
+                           text_tokens: int, device: torch.device | str = "cpu", dtype: torch.dtype | None = None,
+                           generator: torch.Generator | None = None) -> dict[str, Any]:
+        """Random keyword arguments for one forward of `transformer` at an image size (pixels), shaped as the
+        pipeline passes them, with `return_dict=False`, in `dtype` (None: float32). Random tensors come from
+        `draw_tensor` (nothing is drawn on the meta device)."""
+
+    # -- training (distillation) -----------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def training_latents(self, pipeline: Any, latents: torch.Tensor) -> torch.Tensor:
+        """Clean VAE latents [B, C, H, W] (`harness.models.vae.encode_images`) in the form the transformer takes
+        as hidden_states; noise is added in that form."""
+
+    @abc.abstractmethod
+    def training_inputs(self, pipeline: Any, x_t: torch.Tensor, sigma: torch.Tensor, image_size: tuple[int, int],
+                        prompts: list[str], sampling: SamplingSettings, device: torch.device,
+                        dtype: torch.dtype) -> dict[str, Any]:
+        """Keyword arguments of one forward of `pipeline.transformer` on noisy latents x_t (as `training_latents`
+        shapes them) at flow-matching noise level `sigma` [B] in [0, 1], for images of `image_size` (height,
+        width) captioned `prompts`, with `return_dict=False`; the transformer's output is the velocity."""
+
+    # -- block structure (topology, surgery) -----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def block_lists(self) -> list[tuple[str, type]]:
+        """(ModuleList attribute of the transformer, block class it holds), in execution order."""
+
+    @abc.abstractmethod
+    def block_kind(self, block: torch.nn.Module) -> str:
+        """The kind of one block (a key of `kind_components`)."""
+
+    def unremovable_reason(self, kind: str) -> str | None:
+        """Why blocks of `kind` cannot be deleted (completing "block N is ..."), or None when they can."""
+        return None
+
+    @abc.abstractmethod
+    def config_after_removal(self, transformer: torch.nn.Module) -> dict[str, Any]:
+        """The config entries to register after blocks were deleted from the block lists, so the transformer
+        round-trips through save_pretrained / from_pretrained."""
+
+
+def draw_tensor(device: torch.device | str, dtype: torch.dtype,
+                generator: torch.Generator | None) -> Callable[..., torch.Tensor]:
+    """A function drawing standard-normal tensors of a shape from `generator` (on the CPU, in float32, so the
+    values do not depend on the device) moved to `device` and `dtype`; empty tensors on the meta device."""
+    import torch
+
+    def draw(*shape: int) -> torch.Tensor:
+        if torch.device(device).type == "meta":
+            return torch.empty(*shape, device=device, dtype=dtype)
+        return torch.randn(*shape, generator=generator, dtype=torch.float32).to(device, dtype)
+
+    return draw
+
+
+_REGISTERED: dict[str, Family] = {}
+
+
+def register(family: Family) -> Family:
+    """Make `family` known under its name and its pipeline class."""
+    for other in _REGISTERED.values():
+        if family.name == other.name or family.pipeline_class_name == other.pipeline_class_name:
+            raise ValueError(f"family '{family.name}' clashes with the registered family '{other.name}'")
+    _REGISTERED[family.name] = family
+    return family
+
+
+def registered_families() -> list[Family]:
+    return list(_REGISTERED.values())
+
+
+def family_of(name: str) -> Family:
+    """The family registered under `name` (ModelSpec.family)."""
+    if name not in _REGISTERED:
+        raise unknown_name_error("family", name, _REGISTERED)
+    return _REGISTERED[name]
+
+
+def family_of_pipeline_class(class_name: str) -> Family | None:
+    """The family whose pipeline class is `class_name` (model_index.json's "_class_name"), or None."""
+    return next((f for f in _REGISTERED.values() if f.pipeline_class_name == class_name), None)
+
+
+def family_of_transformer(transformer: Any) -> Family:
+    """The family whose transformer class `transformer` is an instance of (meta-device ones too); the first
+    registered one where families share a transformer class."""
+    for family in _REGISTERED.values():
+        if isinstance(transformer, family.transformer_class()):
+            return family
+    supported = ", ".join(f.transformer_class_name for f in _REGISTERED.values())
+    raise ValueError(f"unsupported transformer type {type(transformer).__name__}; supported: {supported}")
