@@ -80,11 +80,11 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         model = load_model(spec, weights=None, device=device)
         references = images(model, chunks)
-        suite.score(references, references if suite.needs_reference else None).metrics[metric_name]
+        suite.evaluate(references, references if suite.needs_reference else None).metrics[metric_name]
         for ablation in ablations_for(model.transformer, "block"):
             with skip(model.transformer, ablation):
                 samples = images(model, chunks)
-            suite.score(samples, references if suite.needs_reference else None).metrics[metric_name]
+            suite.evaluate(samples, references if suite.needs_reference else None).metrics[metric_name]
         return time.perf_counter() - started
 
     def time_analysis() -> float:

@@ -3,33 +3,17 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
-from harness.context import Context
-from harness.params import params_as_dict
+from harness.plugin import Plugin
 
 
-class Compressor:
-    """Base class of compression methods. Subclasses set `name`, `description`, a `Params` dataclass and `apply`.
+class Compressor(Plugin):
+    """Base class of compression methods. Subclasses set `name`, a `Params` dataclass and `apply`.
 
     `apply` changes the loaded model in place and returns what the compression cost, as the method counts it
     (e.g. {"ablations": 190, "distillation_steps": 2000}); the harness adds the wall time.
     """
-
-    name: ClassVar[str]
-    description: ClassVar[str] = ""  # read by `harness list` for plugins; built-ins describe themselves on registration
-
-    @dataclass(frozen=True)
-    class Params:
-        pass
-
-    def __init__(self, params: Any = None, context: Context | None = None) -> None:
-        self.params = params if params is not None else self.Params()
-        self.context = context or Context()
-
-    def resolved_params(self) -> dict[str, Any]:
-        return params_as_dict(self.params)
 
     def cache_identity(self) -> tuple[str, str]:
         """(name, canonical parameters): what makes its images differ from every other chain's."""

@@ -20,15 +20,49 @@ class Metric:
 
 @dataclass
 class MetricValue:
-    """A suite's figure: the mean over `n` per-sample values, its standard error and their distribution."""
+    """A suite's figure: `statistic` ("mean" or "median") over `n` values, its standard error (of that statistic:
+    a median's is bootstrapped, never the mean's) and the values' quantiles."""
 
     value: float
     n: int
     stderr: float | None = None
     distribution: dict[str, float] | None = None
+    statistic: str = "mean"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"value": self.value, "n": self.n, "stderr": self.stderr, "distribution": self.distribution}
+        return {"value": self.value, "n": self.n, "stderr": self.stderr, "distribution": self.distribution,
+                "statistic": self.statistic}
+
+
+QUANTILES = {"min": 0.0, "p05": 0.05, "p25": 0.25, "median": 0.5, "p75": 0.75, "p95": 0.95, "max": 1.0}
+MEDIAN_BOOTSTRAP_RESAMPLES = 2000
+
+
+def stderr_of_mean(values: Sequence[float]) -> float | None:
+    """The standard error of the mean (sample standard deviation, ddof 1, over sqrt n); None for fewer than two
+    values or any infinite one."""
+    import numpy as np
+
+    array = np.asarray(values, dtype=np.float64)
+    if array.size < 2 or not np.isfinite(array).all():
+        return None
+    return float(array.std(ddof=1) / math.sqrt(array.size))
+
+
+def stderr_of_mean_of_means(stderrs: Sequence[float | None]) -> float | None:
+    """The standard error of an unweighted mean of k independent groups' means (GenEval's overall over tags, HPSv2's
+    over styles): sqrt(sum of their squared standard errors) / k. Unknown when any group's is (a single value)."""
+    if not stderrs or any(e is None for e in stderrs):
+        return None
+    return math.sqrt(sum(e * e for e in stderrs if e is not None)) / len(stderrs)
+
+
+def _distribution(array: Any) -> dict[str, float]:
+    import numpy as np
+
+    # interpolating between infinite values gives nan: take the nearest order statistic then
+    method = "linear" if bool(np.isfinite(array).all()) else "nearest"
+    return {name: float(np.quantile(array, q, method=method)) for name, q in QUANTILES.items()}
 
 
 def summarize(values: Sequence[float]) -> MetricValue:
@@ -38,14 +72,25 @@ def summarize(values: Sequence[float]) -> MetricValue:
     array = np.asarray(values, dtype=np.float64)
     if array.size == 0:
         raise ValueError("cannot summarize zero values")
-    mean = float(array.mean())
-    finite = bool(np.isfinite(array).all())
-    stderr = float(array.std(ddof=1) / math.sqrt(array.size)) if array.size > 1 and finite else None
-    quantiles = {"min": 0.0, "p05": 0.05, "p25": 0.25, "median": 0.5, "p75": 0.75, "p95": 0.95, "max": 1.0}
-    # interpolating between infinite values gives nan: take the nearest order statistic then
-    method = "linear" if finite else "nearest"
-    distribution = {name: float(np.quantile(array, q, method=method)) for name, q in quantiles.items()}
-    return MetricValue(mean, int(array.size), stderr, distribution)
+    return MetricValue(float(array.mean()), int(array.size), stderr_of_mean(array), _distribution(array))
+
+
+def summarize_median(values: Sequence[float], resamples: int = MEDIAN_BOOTSTRAP_RESAMPLES,
+                     seed: int = 0) -> MetricValue:
+    """The median, its bootstrap standard error (the standard deviation of the medians of `resamples` resamples
+    with replacement, seeded: the same values give the same figure) and quantiles. Timings are skewed by the odd
+    slow call, which moves the mean and its standard error but hardly the median."""
+    import numpy as np
+
+    array = np.asarray(values, dtype=np.float64)
+    if array.size == 0:
+        raise ValueError("cannot summarize zero values")
+    stderr = None
+    if array.size > 1 and np.isfinite(array).all():
+        draws = np.random.default_rng(seed).integers(0, array.size, size=(resamples, array.size))
+        stderr = float(np.median(array[draws], axis=1).std(ddof=1))
+    distribution = _distribution(array)
+    return MetricValue(distribution["median"], int(array.size), stderr, distribution, "median")
 
 
 def lookup(key: str) -> Metric:

@@ -1,49 +1,60 @@
-"""The suite plugin interface: `requests` (what to generate) and `score` (what the images are worth)."""
+"""The suite plugin interfaces, one per declared `kind`.
+
+- `ImageSuite` ("images"): `requests` says what to generate, `score` turns the images into one record per sample,
+  and `aggregate` computes every reported figure from records. `evaluate` is the two in a row; the paired bootstrap
+  of `harness check` and the leaderboard calls the same `aggregate` on resampled records, so a reported value and
+  its interval can never come from two formulas.
+- `MeasurementSuite` ("measurement"): `measure` times or weighs the compressed pipeline itself; no images.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from harness.context import Context
 from harness.generation import ImageRequest, Sample
-from harness.metrics import Metric, MetricValue
-from harness.params import params_as_dict
+from harness.metrics import Metric, MetricValue, summarize
+from harness.plugin import Plugin
 
 
 @dataclass
-class SuiteResult:
-    metrics: dict[str, MetricValue]  # metric name (without the suite prefix) -> value
+class Scores:
+    """What `score` makes of the images."""
+
     records: list[dict[str, Any]]  # per sample, aligned with the samples scored: scores, reason
-    notes: list[str] = field(default_factory=list)  # e.g. a metric that could not be computed, and why
+    notes: list[str] = field(default_factory=list)  # e.g. a figure that could not be computed, and why
     # files for people to look at (e.g. an image grid), by file name; written into the run folder as "<suite>-<name>"
     artifacts: dict[str, bytes] = field(default_factory=dict)
 
 
-class Suite:
-    """Base class of evaluation suites. Subclasses set `name`, `metrics`, a `Params` dataclass, and the two methods.
+@dataclass
+class SuiteResult(Scores):
+    """A suite's figures (metric name without the suite prefix -> value) beside its records, notes and artifacts."""
+
+    metrics: dict[str, MetricValue] = field(default_factory=dict)
+
+
+class Suite(Plugin):
+    """What every suite declares: its `metrics` and its `kind`, which tells the runner which protocol it follows."""
+
+    metrics: ClassVar[tuple[Metric, ...]] = ()
+    kind: ClassVar[str]
+    needs_reference: ClassVar[bool] = False
+
+    def prepare(self) -> None:
+        """Load or check what the suite needs (models, files) before any image is generated, so that a missing
+        weight ends the run at once with a UsageError naming what to download. Called on the main process."""
+
+
+class ImageSuite(Suite):
+    """Base class of suites that score generated images. Subclasses set `name`, `metrics`, a `Params` dataclass,
+    `requests` and `score`, and override `aggregate` when their figures are not per-image means.
 
     A suite with `needs_reference = True` also receives the uncompressed model's images for the same requests
     (same prompts, seeds and batches), generated before any compressor runs.
     """
 
-    name: ClassVar[str]
-    description: ClassVar[str] = ""  # read by `harness list` for plugins; built-ins describe themselves on registration
-    metrics: ClassVar[tuple[Metric, ...]] = ()
-    needs_reference: ClassVar[bool] = False
-    # "images": the runner generates `requests` and calls `score`; "measurement": it calls `measure` on the pipeline
-    kind: ClassVar[str] = "images"
-
-    @dataclass(frozen=True)
-    class Params:
-        pass
-
-    def __init__(self, params: Any = None, context: Context | None = None) -> None:
-        self.params = params if params is not None else self.Params()
-        self.context = context or Context()
-
-    def resolved_params(self) -> dict[str, Any]:
-        return params_as_dict(self.params)
+    kind = "images"
 
     def requests(self, limit: int | None) -> list[ImageRequest]:
         """The images to generate; `limit` caps the number of prompts."""
@@ -54,25 +65,28 @@ class Suite:
         fetching them (for dry runs on machines without the data)."""
         return len(self.requests(limit))
 
-    def prepare(self) -> None:
-        """Load or check what scoring needs (models, files) before any image is generated, so that a missing
-        weight ends the run at once with a UsageError naming what to download. Called on the main process."""
-
-    def score(self, samples: list[Sample], references: list[Sample] | None) -> SuiteResult:
+    def score(self, samples: list[Sample], references: list[Sample] | None) -> Scores:
+        """One record per sample (the fields `aggregate` reads), notes and artifacts."""
         raise NotImplementedError
 
-    def aggregate(self, records: list[dict[str, Any]]) -> dict[str, float]:
-        """The suite's metric values recomputed from per-image records (rows of samples.jsonl: `prompt_index` plus
-        the fields `score` wrote), for bootstrap intervals over prompts. Default: the mean of each declared metric's
-        field; a suite whose metrics are not per-image means overrides it."""
-        import math
-
-        values: dict[str, float] = {}
+    def aggregate(self, records: list[dict[str, Any]]) -> dict[str, MetricValue]:
+        """Every reported figure from per-image records: rows of samples.jsonl, i.e. `prompt_index` and
+        `sample_index` plus the fields `score` wrote. Default: the mean of each declared metric's field, with the
+        standard error of the mean."""
+        values: dict[str, MetricValue] = {}
         for metric in self.metrics:
             column = [float(r[metric.name]) for r in records if isinstance(r.get(metric.name), (int, float))]
             if column:
-                values[metric.name] = math.fsum(column) / len(column)
+                values[metric.name] = summarize(column)
         return values
+
+    def evaluate(self, samples: list[Sample], references: list[Sample] | None) -> SuiteResult:
+        """`score`, then `aggregate` over its records as samples.jsonl holds them."""
+        scores = self.score(samples, references)
+        rows = [{"prompt_index": s.request.prompt_index, "sample_index": s.request.sample_index, **record}
+                for s, record in zip(samples, scores.records, strict=True)]
+        metrics = self.aggregate(rows) if rows else {}
+        return SuiteResult(scores.records, scores.notes, scores.artifacts, metrics)
 
 
 class MeasurementSuite(Suite):
@@ -84,15 +98,6 @@ class MeasurementSuite(Suite):
     """
 
     kind = "measurement"
-
-    def requests(self, limit: int | None) -> list[ImageRequest]:
-        return []
-
-    def planned_images(self, limit: int | None) -> int:
-        return 0
-
-    def score(self, samples: list[Sample], references: list[Sample] | None) -> SuiteResult:
-        raise TypeError(f"{self.name} measures the pipeline: the runner calls measure(), not score()")
 
     def measure(self, model: Any, sampling: Any) -> SuiteResult:
         raise NotImplementedError

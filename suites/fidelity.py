@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.generation import ImageRequest, Sample
-from harness.metrics import Metric, summarize
+from harness.metrics import Metric
 from harness.prompts import read_prompt_file
-from suites.base import Suite, SuiteResult
+from suites.base import ImageSuite, Scores
 
 DEFAULT_PROMPTS = Path(__file__).parent / "data" / "fidelity_prompts.txt"
 # torchvision's AlexNet weights, the backbone of LPIPS (net 'alex'); torchmetrics ships the LPIPS heads themselves.
@@ -21,7 +21,7 @@ def _lpips_weights_path() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_WEIGHTS
 
 
-class FidelitySuite(Suite):
+class FidelitySuite(ImageSuite):
     name = "fidelity"
     needs_reference = True
     metrics = (
@@ -47,7 +47,7 @@ class FidelitySuite(Suite):
             for sample in range(self.params.samples_per_prompt)
         ]
 
-    def score(self, samples: list[Sample], references: list[Sample] | None) -> SuiteResult:
+    def score(self, samples: list[Sample], references: list[Sample] | None) -> Scores:
         import torch
         from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
@@ -61,7 +61,6 @@ class FidelitySuite(Suite):
         psnr = [float(peak_signal_noise_ratio(p[None], t[None], data_range=1.0)) for p, t in pairs]
         ssim = [float(structural_similarity_index_measure(p[None], t[None], data_range=1.0)) for p, t in pairs]
         records = [{"psnr": a, "ssim": b} for a, b in zip(psnr, ssim, strict=True)]
-        metrics = {"psnr": summarize(psnr), "ssim": summarize(ssim)}
         notes = []
         weights = _lpips_weights_path()
         if weights.is_file():
@@ -75,8 +74,7 @@ class FidelitySuite(Suite):
                 ).tolist()
             for record, value in zip(records, lpips, strict=True):
                 record["lpips"] = value
-            metrics["lpips"] = summarize(lpips)
         else:
             notes.append(f"fidelity/lpips not computed: AlexNet weights not found at {weights} (place "
                          f"{ALEXNET_WEIGHTS} there, e.g. from torchvision's model zoo, to enable it)")
-        return SuiteResult(metrics, records, notes)
+        return Scores(records, notes)

@@ -74,7 +74,6 @@ def official_metadata(cache_dir: Path) -> Path:
 
 class GenevalSuite(GenevalStyleSuite):
     name = "geneval"
-    description = "GenEval: 553 prompts x 4 images, object/count/colour/position rules; official or transformers."
 
     @dataclass(frozen=True)
     class Params(GenevalStyleSuite.Params):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,9 +20,9 @@ from harness.errors import UsageError
 from harness.generation import ImageRequest, Sample
 from harness.geneval_rules import TAGS, PromptSpec, parse_metadata
 from harness.geneval_rules import summarize as geneval_summary
-from harness.metrics import Metric, MetricValue, summarize
+from harness.metrics import Metric, MetricValue, stderr_of_mean_of_means, summarize
 from harness.prompts import read_text_file
-from suites.base import Suite, SuiteResult
+from suites.base import ImageSuite, Scores
 
 TAG_DESCRIPTIONS = {
     "single_object": "one object of the asked class",
@@ -101,7 +100,7 @@ def stratified_order(tags: list[str]) -> list[int]:
     return order
 
 
-class GenevalStyleSuite(Suite):
+class GenevalStyleSuite(ImageSuite):
     """Base of the GenEval-style suites; subclasses give `load_specs` and `judge`."""
 
     metrics = (
@@ -155,54 +154,43 @@ class GenevalStyleSuite(Suite):
             for sample in range(self.params.samples_per_prompt)
         ]
 
-    def score(self, samples: list[Sample], references: list[Sample] | None) -> SuiteResult:
+    def score(self, samples: list[Sample], references: list[Sample] | None) -> Scores:
         prompts = self.prompts()
         for sample in samples:
             if not 0 <= sample.request.prompt_index < len(prompts):
                 raise ValueError(f"sample of prompt {sample.request.prompt_index}, but the metadata has "
                                  f"{len(prompts)} prompts")
         if not samples:
-            return SuiteResult({}, [], [f"{self.name}: no images to score"])
+            return Scores([], [f"{self.name}: no images to score"])
         records, notes = self.judge(samples, prompts)
-        metrics, summary_notes = geneval_metrics(records, [s.request.prompt_index for s in samples], len(prompts),
-                                                 self.name)
+        scored = {s.request.prompt_index for s in samples}
+        if len(scored) < len(prompts):
+            notes.append(f"{self.name}: {len(scored)} of {len(prompts)} prompts scored (a stratified subset)")
+        if missing := [tag for tag in TAGS if tag not in {r["tag"] for r in records}]:
+            notes.append(f"{self.name}: no {', '.join(missing)} prompts among those scored; overall is the mean "
+                         f"over the {len(TAGS) - len(missing)} tag(s) present")
         artifacts = {}
         if self.params.grid_prompts_per_tag > 0:
             artifacts["grid.png"] = grid_png(samples, records, prompts, self.params.grid_prompts_per_tag)
-        return SuiteResult(metrics, records, notes + summary_notes, artifacts)
+        return Scores(records, notes, artifacts)
 
-    def aggregate(self, records: list[dict[str, Any]]) -> dict[str, float]:
+    def aggregate(self, records: list[dict[str, Any]]) -> dict[str, MetricValue]:
+        """The official summary's figures (`harness.geneval_rules.summarize`) with standard errors: per tag and
+        over images, of the fraction; over tags, of their unweighted mean (independent samples); over prompts, of
+        the fraction with at least one correct image."""
         summary = geneval_summary((r["tag"], r["prompt_index"], r["correct"]) for r in records)
-        return {"overall": summary.overall, **summary.per_tag, "correct_images": summary.correct_images,
-                "correct_prompts": summary.correct_prompts}
-
-
-def geneval_metrics(records: list[dict[str, Any]], prompt_indices: list[int], total_prompts: int,
-                    suite: str) -> tuple[dict[str, MetricValue], list[str]]:
-    """The official summary's figures with standard errors, and notes on a subset or missing tags."""
-    summary = geneval_summary((r["tag"], i, r["correct"]) for r, i in zip(records, prompt_indices, strict=True))
-    per_tag = {tag: summarize([float(r["correct"]) for r in records if r["tag"] == tag])
-               for tag in TAGS if tag in summary.per_tag}
-    errors = [m.stderr for m in per_tag.values() if m.stderr is not None]
-    # the tags are independent samples: the mean's variance is the sum of theirs over the number of tags squared;
-    # unknown (a tag with a single image) makes it unknown
-    overall_stderr = math.sqrt(sum(e * e for e in errors)) / len(per_tag) if len(errors) == len(per_tag) else None
-    by_prompt: dict[int, bool] = {}
-    for record, index in zip(records, prompt_indices, strict=True):
-        by_prompt[index] = by_prompt.get(index, False) or record["correct"]
-    metrics = {
-        "overall": MetricValue(summary.overall, summary.images, overall_stderr),
-        **per_tag,
-        "correct_images": summarize([float(r["correct"]) for r in records]),
-        "correct_prompts": summarize([float(v) for v in by_prompt.values()]),
-    }
-    notes = []
-    if summary.prompts < total_prompts:
-        notes.append(f"{suite}: {summary.prompts} of {total_prompts} prompts scored (a stratified subset)")
-    if missing := [tag for tag in TAGS if tag not in per_tag]:
-        notes.append(f"{suite}: no {', '.join(missing)} prompts among those scored; overall is the mean "
-                     f"over the {len(per_tag)} tag(s) present")
-    return metrics, notes
+        per_tag = {tag: summarize([float(r["correct"]) for r in records if r["tag"] == tag])
+                   for tag in TAGS if tag in summary.per_tag}
+        by_prompt: dict[int, bool] = {}
+        for record in records:
+            by_prompt[record["prompt_index"]] = by_prompt.get(record["prompt_index"], False) or record["correct"]
+        return {
+            "overall": MetricValue(summary.overall, summary.images,
+                                   stderr_of_mean_of_means([m.stderr for m in per_tag.values()])),
+            **per_tag,
+            "correct_images": summarize([float(r["correct"]) for r in records]),
+            "correct_prompts": summarize([float(v) for v in by_prompt.values()]),
+        }
 
 
 def grid_png(samples: list[Sample], records: list[dict[str, Any]], prompts: list[GenevalPrompt],

@@ -35,7 +35,6 @@ GRID_SCALE = 2  # the world's 64 px images fill a GRID_CELL of 128 px
 
 class GenevalShapesSuite(GenevalStyleSuite):
     name = "geneval-shapes"
-    description = "GenEval's rules on the synthetic shapes world, judged exactly (no detector, no CLIP)."
 
     def load_specs(self) -> list[PromptSpec]:
         from harness.reference.world import COLORS, SHAPES, benchmark_metadata

@@ -14,7 +14,6 @@ tensors and plain containers.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -23,8 +22,8 @@ import numpy as np
 
 from harness.errors import UsageError
 from harness.generation import ImageRequest, Sample
-from harness.metrics import Metric, MetricValue, summarize
-from suites.base import Suite, SuiteResult
+from harness.metrics import Metric, MetricValue, stderr_of_mean_of_means, summarize
+from suites.base import ImageSuite, Scores
 
 STYLES = ("anime", "concept-art", "paintings", "photo")
 CHECKPOINT_REPO = "xswu/HPSv2"
@@ -33,9 +32,8 @@ PROMPTS_REPO = "zhwang/HPDv2"  # data set; benchmark/<style>.json holds each sty
 PROMPTS_PER_STYLE = 800
 
 
-class HPSv2Suite(Suite):
+class HPSv2Suite(ImageSuite):
     name = "hpsv2"
-    description = "HPSv2 (v2.1 default): human-preference score x100 on 4 styles x 800 HPDv2 prompts."
     metrics = (
         Metric("overall", "score x100", True, "mean of the four styles' mean HPS"),
         *(Metric(style, "score x100", True, f"mean HPS of the {style} prompts' images") for style in STYLES),
@@ -89,7 +87,7 @@ class HPSv2Suite(Suite):
                 "hpsv2.checkpoint=<file>")
             self._scorer = HPSScorer(self.params.clip_model, Path(checkpoint))
 
-    def score(self, samples: list[Sample], references: list[Sample] | None) -> SuiteResult:
+    def score(self, samples: list[Sample], references: list[Sample] | None) -> Scores:
         self.prepare()
         assert self._scorer is not None
         scores: list[float] = []
@@ -98,6 +96,11 @@ class HPSv2Suite(Suite):
             scores += self._scorer([np.asarray(s.image)[..., :3] for s in batch], [s.request.prompt for s in batch])
         records = [{"style": STYLES[s.request.prompt_index // PROMPTS_PER_STYLE], "hps": value}
                    for s, value in zip(samples, scores, strict=True)]
+        source = self.params.checkpoint or f"{CHECKPOINT_REPO}/{CHECKPOINTS[self.params.version]}"
+        return Scores(records, [f"HPS {self.params.version} ({source}), {self.params.clip_model}; scores x100"])
+
+    def aggregate(self, records: list[dict[str, Any]]) -> dict[str, MetricValue]:
+        """Each style's mean HPS and `overall`, the unweighted mean of the styles present."""
         metrics: dict[str, MetricValue] = {}
         for style in STYLES:
             values = [r["hps"] for r in records if r["style"] == style]
@@ -105,20 +108,9 @@ class HPSv2Suite(Suite):
                 metrics[style] = summarize(values)
         if metrics:
             means = [m.value for m in metrics.values()]
-            errors = [m.stderr for m in metrics.values() if m.stderr is not None]
-            stderr = math.sqrt(sum(e * e for e in errors)) / len(means) if len(errors) == len(means) else None
-            metrics["overall"] = MetricValue(sum(means) / len(means), len(records), stderr)
-        source = self.params.checkpoint or f"{CHECKPOINT_REPO}/{CHECKPOINTS[self.params.version]}"
-        notes = [f"HPS {self.params.version} ({source}), {self.params.clip_model}; scores x100"]
-        return SuiteResult(metrics, records, notes)
-
-    def aggregate(self, records: list[dict[str, Any]]) -> dict[str, float]:
-        means = {}
-        for style in STYLES:
-            values = [r["hps"] for r in records if r["style"] == style]
-            if values:
-                means[style] = math.fsum(values) / len(values)
-        return {**means, "overall": math.fsum(means.values()) / len(means)} if means else {}
+            metrics["overall"] = MetricValue(sum(means) / len(means), len(records),
+                                             stderr_of_mean_of_means([m.stderr for m in metrics.values()]))
+        return metrics
 
 
 def _read_prompts(path: Path, style: str) -> list[str]:

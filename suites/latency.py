@@ -1,9 +1,10 @@
 """`latency`: how long the pipeline takes, per image, per denoising step, and for one transformer forward.
 
-Warm-up calls first (not counted), then `repeats` timed calls; each figure is the median with its spread (quantiles
-in the results). The first call of the suite is reported on its own. On CUDA the clock is a pair of CUDA events
-(per-step times are events recorded from the step callback, so nothing synchronises inside the loop); on the CPU it
-is `time.perf_counter`. Batch size, resolution, steps and dtype are recorded with the figures.
+Warm-up calls first (not counted), then `repeats` timed calls; each figure is the median with its spread (the
+bootstrap standard error of the median, and quantiles). The first call of the suite is reported on its own. On CUDA
+the clock is a pair of CUDA events (per-step times are events recorded from the step callback, so nothing
+synchronises inside the loop); on the CPU it is `time.perf_counter`. Batch size, resolution, steps and dtype are
+recorded with the figures.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from harness.metrics import Metric, MetricValue, summarize
+from harness.metrics import Metric, MetricValue, summarize_median
 from suites.base import MeasurementSuite, SuiteResult
 
 
@@ -41,12 +42,6 @@ class _Clock:
             torch.cuda.synchronize(self.device)
             return float(start.elapsed_time(end))
         return (end - start) * 1000.0
-
-
-def median_of(values: list[float]) -> MetricValue:
-    """The median as the headline value, with the full summary (mean's stderr, quantiles) kept beside it."""
-    summary = summarize(values)
-    return MetricValue(summary.distribution["median"], summary.n, summary.stderr, summary.distribution)
 
 
 class LatencySuite(MeasurementSuite):
@@ -120,14 +115,14 @@ class LatencySuite(MeasurementSuite):
                 if repeat >= params.warmup:
                     forwards.append(elapsed)
                     records.append({"kind": "transformer_forward", "repeat": repeat - params.warmup, "ms": elapsed})
-        metrics = {"end_to_end": median_of(end_to_end), "transformer_forward": median_of(forwards),
+        metrics = {"end_to_end": summarize_median(end_to_end), "transformer_forward": summarize_median(forwards),
                    "first_call": MetricValue(first, 1)}
         notes = [f"batch {batch}, {sampling.height}x{sampling.width}, {sampling.num_inference_steps} steps, "
                  f"guidance {sampling.guidance_scale}, {str(model.dtype).removeprefix('torch.')} on "
                  f"{model.device}; clock: {'CUDA events' if clock.cuda else 'perf_counter'}; transformer forward "
                  f"batch {forward_batch}, {embeds.shape[1]} text tokens"]
         if per_step:
-            metrics["per_step"] = median_of(per_step)
+            metrics["per_step"] = summarize_median(per_step)
         else:
             notes.append("per_step: unavailable (a single denoising step has no step-to-step interval)")
-        return SuiteResult(metrics, records, notes)
+        return SuiteResult(records, notes, metrics=metrics)

@@ -142,7 +142,7 @@ class MemorySuite(MeasurementSuite):
             records.append({"kind": "emulated_profile", "profile": cap.name, "fits": not out_of_memory})
         notes.append(f"batch {params.batch_size}, {sampling.height}x{sampling.width}, "
                      f"{sampling.num_inference_steps} steps, offload {params.offload}")
-        return SuiteResult(metrics, records, notes)
+        return SuiteResult(records, notes, metrics=metrics)
 
 
 def _need(peak: Any) -> tuple[int | None, str]:

@@ -55,7 +55,7 @@ def test_block_analysis_scores_each_removal_like_a_pruned_model(dirs):
     remove_blocks(model.transformer, [1])
     pruned = dataclasses.replace(base, chain=(("test-removed", "1"),))
     generate(model, pruned, requests, cache, batch_size=4, sampling=sampling, progress=False)
-    score = suite.score(load_samples(cache, pruned, requests, 4), references).metrics["ssim"].value
+    score = suite.evaluate(load_samples(cache, pruned, requests, 4), references).metrics["ssim"].value
     assert score == pytest.approx(ranking.scores["1"], abs=1e-6)
 
 

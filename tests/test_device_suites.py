@@ -3,12 +3,16 @@ unavailable (never a crash), device profiles, suite groups."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from conftest import invoke, read_results, run_args
 
 from harness.commands.setup import expand_suites
 from harness.devices import GIB, PROFILES, fits
 from harness.memory import PeakMemory, cuda_index
+from harness.metrics import summarize_median
+from harness.results import load_records
 
 
 def test_device_suites_on_cpu(dirs):
@@ -22,6 +26,10 @@ def test_device_suites_on_cpu(dirs):
     end_to_end = details["latency/end_to_end"]
     assert end_to_end["n"] == 3 and end_to_end["value"] == end_to_end["distribution"]["median"]
     assert end_to_end["distribution"]["min"] <= end_to_end["value"] <= end_to_end["distribution"]["max"]
+    # the spread reported with the median is the median's (bootstrapped from the timed calls), not the mean's
+    rows = load_records(Path(result.stdout.strip().splitlines()[-1]).parent)
+    timed = [r["ms_per_image"] for r in rows if r["suite"] == "latency" and r["kind"] == "pipeline_call"]
+    assert end_to_end["statistic"] == "median" and end_to_end["stderr"] == summarize_median(timed).stderr
     assert metrics["latency/per_step"] < metrics["latency/end_to_end"]  # 4 steps plus encoding and decoding
     # stored weights: a float32 tiny pipeline; the components add up
     total = sum(metrics[f"memory/weights_{c}_gib"] for c in ("transformer", "text_encoders", "vae"))

@@ -26,7 +26,7 @@ def images() -> tuple[list[np.ndarray], list[np.ndarray]]:
 def test_psnr_matches_its_definition(images, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no LPIPS weights here
     originals, noisy = images
-    result = FidelitySuite().score(samples(noisy), samples(originals))
+    result = FidelitySuite().evaluate(samples(noisy), samples(originals))
     expected = [10 * np.log10(1.0 / np.mean((n / 255.0 - o / 255.0) ** 2)) for n, o in zip(noisy, originals,
                                                                                         strict=True)]
     # rel 1e-6: torchmetrics computes in float32
@@ -39,20 +39,20 @@ def test_psnr_matches_its_definition(images, tmp_path, monkeypatch):
 def test_ssim_is_one_for_identical_images_and_falls_with_noise(images, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     originals, noisy = images
-    same = FidelitySuite().score(samples(originals), samples(originals))
+    same = FidelitySuite().evaluate(samples(originals), samples(originals))
     assert same.metrics["ssim"].value == pytest.approx(1.0, abs=1e-12)
     assert same.metrics["psnr"].value == float("inf")
     worse = [np.clip(o.astype(int) + (n.astype(int) - o) * 4, 0, 255).astype(np.uint8)
              for o, n in zip(originals, noisy, strict=True)]
-    ssim_noisy = FidelitySuite().score(samples(noisy), samples(originals)).metrics["ssim"].value
-    ssim_worse = FidelitySuite().score(samples(worse), samples(originals)).metrics["ssim"].value
+    ssim_noisy = FidelitySuite().evaluate(samples(noisy), samples(originals)).metrics["ssim"].value
+    ssim_worse = FidelitySuite().evaluate(samples(worse), samples(originals)).metrics["ssim"].value
     assert 0 < ssim_worse < ssim_noisy < 1
 
 
 def test_lpips_is_reported_unavailable_without_weights(images, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     originals, noisy = images
-    result = FidelitySuite().score(samples(noisy), samples(originals))
+    result = FidelitySuite().evaluate(samples(noisy), samples(originals))
     assert "lpips" not in result.metrics
     assert any("fidelity/lpips not computed" in note and str(tmp_path) in note for note in result.notes)
 

@@ -72,7 +72,7 @@ def test_perfect_generator_scores_one_everywhere():
     suite = GenevalShapesSuite()
     requests = suite.requests(60)
     assert len(requests) == 120
-    result = suite.score(perfect(requests), None)
+    result = suite.evaluate(perfect(requests), None)
     assert set(result.metrics) == {m.name for m in GenevalShapesSuite.metrics}  # all six tags occur in 60 prompts
     for name, value in result.metrics.items():
         assert value.value == 1.0, (name, [r for r in result.records if not r["correct"]][:3])
@@ -151,7 +151,7 @@ def test_corrupted_images_fail_with_geneval_reasons_and_the_fractions_follow():
     requests = suite.requests(24)  # 4 prompts of each tag, 8 images each
     assert Counter(META[r.prompt_index]["tag"] for r in requests) == dict.fromkeys(TAGS, 8)
     samples, expected = corrupt(requests)
-    result = suite.score(samples, None)
+    result = suite.evaluate(samples, None)
     wrong = {s.request: r["reason"] for s, r in zip(samples, result.records, strict=True) if not r["correct"]}
     assert wrong == expected
     metrics = {name: value.value for name, value in result.metrics.items()}
@@ -179,11 +179,11 @@ def test_correct_prompts_counts_a_prompt_with_one_good_image_of_two():
     samples = perfect(requests)
     blank = render(Scene(()))
     one_wrong = [samples[0], as_sample(requests[1], blank), *samples[2:]]
-    result = suite.score(one_wrong, None)
+    result = suite.evaluate(one_wrong, None)
     assert result.metrics["correct_prompts"].value == 1.0
     assert result.metrics["correct_images"].value == 3 / 4
     both_wrong = [as_sample(requests[0], blank), as_sample(requests[1], blank), *samples[2:]]
-    result = suite.score(both_wrong, None)
+    result = suite.evaluate(both_wrong, None)
     assert result.metrics["correct_prompts"].value == 1 / 2
     # only the two tags of these prompts are reported, and the notes say so
     assert set(result.metrics) - {"overall", "correct_images", "correct_prompts"} == \
@@ -253,7 +253,7 @@ def test_a_metadata_file_replaces_the_benchmark(tmp_path):
     requests = suite.requests(None)
     assert [r.prompt_index for r in requests] == [0, 1, 2, 3]  # counting is half the file: it leads
     assert [r.prompt_index for r in suite.requests(2)] == [0, 1]
-    result = suite.score(perfect(requests, metadata), None)
+    result = suite.evaluate(perfect(requests, metadata), None)
     assert result.metrics["overall"].value == 1.0
     assert set(result.metrics) == {"overall", "single_object", "counting", "colors", "correct_images",
                                    "correct_prompts"}
@@ -305,7 +305,7 @@ def test_grid_shows_the_first_prompts_of_each_tag_framed_by_verdict():
     suite = GenevalShapesSuite(GenevalShapesSuite.Params(grid_prompts_per_tag=1))
     requests = suite.requests(24)
     samples, expected = corrupt(requests)
-    grid = np.asarray(Image.open(io.BytesIO(suite.score(samples, None).artifacts["grid.png"])).convert("RGB"))
+    grid = np.asarray(Image.open(io.BytesIO(suite.evaluate(samples, None).artifacts["grid.png"])).convert("RGB"))
     cell = IMAGE_SIZE * GRID_SCALE
     step = cell + 2 * GRID_BORDER + GRID_PAD
     assert grid.shape == (GRID_PAD + 6 * step, GRID_PAD + GRID_LABEL_WIDTH + 2 * step, 3)
@@ -320,7 +320,7 @@ def test_grid_shows_the_first_prompts_of_each_tag_framed_by_verdict():
             assert np.array_equal(inside, image.repeat(GRID_SCALE, 0).repeat(GRID_SCALE, 1))
         label = grid[GRID_PAD + row * step:GRID_PAD + row * step + 20, GRID_PAD:GRID_LABEL_WIDTH]
         assert (label < 128).any()  # the prompt text is drawn
-    assert "grid.png" not in GenevalShapesSuite(GenevalShapesSuite.Params(grid_prompts_per_tag=0)).score(
+    assert "grid.png" not in GenevalShapesSuite(GenevalShapesSuite.Params(grid_prompts_per_tag=0)).evaluate(
         samples, None).artifacts
 
 

@@ -91,7 +91,7 @@ def test_scores_equal_the_hpsv2_package_on_the_same_checkpoint(tiny_hps, monkeyp
 
     expected = package_scores(tiny_hps, monkeypatch, paths, prompts)
     suite = HPSv2Suite(HPSv2Suite.Params(checkpoint=tiny_hps["checkpoint"], clip_model=TINY_CLIP, batch_size=4))
-    result = suite.score(samples, None)
+    result = suite.evaluate(samples, None)
     ours = [record["hps"] / 100 for record in result.records]  # the suite reports x100, the package raw cosines
     assert max(ours) - min(ours) > 0.05  # the images really score differently
     np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-5)

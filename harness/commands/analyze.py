@@ -78,7 +78,7 @@ def analyze(options: AnalyzeOptions) -> Path:
 
     started = time.perf_counter()
     references = images(base, "original")
-    base_score = suite.score(references, references if suite.needs_reference else None).metrics[metric_name].value
+    base_score = suite.evaluate(references, references if suite.needs_reference else None).metrics[metric_name].value
     ablations = ablations_for(model.transformer, options.granularity)
     for number, ablation in enumerate(ablations, 1):
         if ablation.key in done:
@@ -86,7 +86,7 @@ def analyze(options: AnalyzeOptions) -> Path:
         setup = dataclasses.replace(base, chain=(("ablate", ablation.key),))
         with skip(model.transformer, ablation):
             samples = images(setup, f"ablation {number}/{len(ablations)} ({ablation.key})")
-        result = suite.score(samples, references if suite.needs_reference else None)
+        result = suite.evaluate(samples, references if suite.needs_reference else None)
         done[ablation.key] = result.metrics[metric_name].value
         write_atomic(progress_path, dumps({"identity": identity, "scores": done}).encode())
 

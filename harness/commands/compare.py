@@ -81,6 +81,8 @@ def bootstrap_interval(runs: list[Run], key: str, statistic: Callable[[list[floa
     if suite_name not in SUITES.names():
         return None
     suite = SUITES.get(suite_name)()
+    if suite.kind != "images":
+        return None
     grouped = [_by_prompt(run.suite_records(suite_name)) for run in runs]
     prompts = sorted(set.intersection(*(set(g) for g in grouped)))
     if not prompts:
@@ -89,7 +91,7 @@ def bootstrap_interval(runs: list[Run], key: str, statistic: Callable[[list[floa
     values = []
     for _ in range(samples):
         chosen = [rng.choice(prompts) for _ in prompts]
-        metrics = [suite.aggregate([r for p in chosen for r in g[p]]).get(metric) for g in grouped]
+        metrics = [_value(suite.aggregate([r for p in chosen for r in g[p]]).get(metric)) for g in grouped]
         if any(m is None or not math.isfinite(m) for m in metrics):
             return None
         value = statistic([float(m) for m in metrics if m is not None])
@@ -110,6 +112,10 @@ def bootstrap_drop(run: Run, baseline: Run, key: str, samples: int = BOOTSTRAP_S
         return None
     low, high = interval
     return (-high, -low) if higher_is_better(baseline, key) else (low, high)
+
+
+def _value(metric: Any) -> float | None:
+    return None if metric is None else metric.value
 
 
 def _by_prompt(records: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:

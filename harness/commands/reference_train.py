@@ -322,7 +322,7 @@ class _Trainer:
                               num_inference_steps=self.config.eval_steps, guidance_scale=self.config.eval_guidance,
                               max_sequence_length=TEXT_TOKENS_T5, generator=generators, output_type="np").images
             samples += [Sample(r, 0, image, Path("-")) for r, image in zip(chunk, to_uint8(images), strict=True)]
-        result = suite.score(samples, None)
+        result = suite.evaluate(samples, None)
         return {name: round(value.value, 4) for name, value in result.metrics.items()}
 
     # -- the saved model --------------------------------------------------------------------------------------------

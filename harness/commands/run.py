@@ -111,7 +111,8 @@ def plan_run(options: RunOptions) -> RunPlan:
     state, context = process_context(options)
     compressors = instantiate(COMPRESSORS, options.methods, settings, context)
     suites = instantiate(SUITES, suite_names, settings, context)
-    requests = {suite.name: suite.requests(options.limit) for suite in suites}  # reads prompt files: fail early
+    # reads prompt files: fail early
+    requests = {suite.name: suite.requests(options.limit) if suite.kind == "images" else [] for suite in suites}
     plan = RunPlan(options, spec, state, context, compressors, suites, requests, settings["sampling"])
     plan.sampling_for(spec)  # a bad sampling value fails here, not after loading
     if state.is_main_process:
@@ -242,15 +243,16 @@ def write_result(plan: RunPlan, execution: Execution, started: float) -> Path:
     records: list[dict[str, Any]] = []
     artifacts: dict[str, bytes] = {}
     for suite in plan.suites:
-        requests = plan.requests[suite.name]
-        samples = load_samples(cache, execution.run_setup, requests, execution.batch_size)
-        references = (load_samples(cache, execution.reference_setup, requests, execution.batch_size)
-                      if suite.needs_reference else None)
+        samples: list[Any] = []
         if suite.kind == "measurement":
             result = execution.measurements[suite.name]
             records += [record_row(MEASUREMENT_RECORD, suite.name, row) for row in result.records]
         else:
-            result = suite.score(samples, references)
+            requests = plan.requests[suite.name]
+            samples = load_samples(cache, execution.run_setup, requests, execution.batch_size)
+            references = (load_samples(cache, execution.reference_setup, requests, execution.batch_size)
+                          if suite.needs_reference else None)
+            result = suite.evaluate(samples, references)
             for index, (sample, scores) in enumerate(zip(samples, result.records, strict=True)):
                 record = record_row(IMAGE_RECORD, suite.name, {
                     "prompt": sample.request.prompt, "prompt_index": sample.request.prompt_index,

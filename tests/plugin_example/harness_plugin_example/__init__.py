@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from compressors.base import Compressor
 from harness.generation import ImageRequest
-from harness.metrics import Metric, summarize
-from suites.base import Suite, SuiteResult
+from harness.metrics import Metric
+from suites.base import ImageSuite, Scores
 
 
 class AttenuateOutput(Compressor):
@@ -28,7 +28,7 @@ class AttenuateOutput(Compressor):
         return {"tensors_scaled": 1}
 
 
-class BrightnessSuite(Suite):
+class BrightnessSuite(ImageSuite):
     name = "brightness"
     description = "Mean pixel brightness of each image."
     metrics = (Metric("mean", "fraction", True, "mean pixel value / 255"),)
@@ -42,5 +42,4 @@ class BrightnessSuite(Suite):
         return [ImageRequest(f"a photo number {i}", i, 0) for i in range(count)]
 
     def score(self, samples, references):
-        values = [float(s.image.mean() / 255.0) for s in samples]
-        return SuiteResult({"mean": summarize(values)}, [{"mean": v} for v in values])
+        return Scores([{"mean": float(s.image.mean() / 255.0)} for s in samples])  # aggregate: their mean
