@@ -39,7 +39,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
 def _is_reference(model: Any) -> bool:
-    from harness.reference.model import WEIGHTS_DIR
+    from harness.models.reference import WEIGHTS_DIR
 
     return model.spec.name == "reference" or Path(model.source).resolve() == WEIGHTS_DIR.resolve()
 

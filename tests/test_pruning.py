@@ -254,8 +254,8 @@ def _component_ranking(path: Path, blocks: int, components: tuple[str, ...]) -> 
 
 
 def test_aggressive_regime_removes_middle_subcomponents_and_round_trips(dirs, tmp_path):
+    from harness.models.reference import build_untrained_pipeline
     from harness.models.topology import block_topology
-    from harness.reference.model import build_untrained_pipeline
 
     # on the reference architecture: 12 blocks, the middle third is blocks 4-7
     transformer = build_untrained_pipeline(0).transformer

@@ -8,11 +8,11 @@ import json
 import pytest
 from conftest import invoke, read_results, run_args
 
+from harness.commands.reference_train import autoencoder_agreement
 from harness.models.loading import load_model
 from harness.models.presets import PRESETS
+from harness.models.reference import WEIGHTS_DIR
 from harness.models.topology import block_topology
-from harness.reference.judge import autoencoder_agreement
-from harness.reference.model import WEIGHTS_DIR
 from harness.reference.world import TAGS
 
 

@@ -9,9 +9,9 @@ import torch
 
 from harness.models.families import family_of_transformer
 from harness.models.presets import PRESETS
+from harness.models.reference import build_untrained_pipeline
 from harness.models.surgery import Ablation, removable_blocks, remove_blocks, skip
 from harness.models.topology import block_topology
-from harness.reference.model import build_untrained_pipeline
 
 MODELS = ("tiny-sd3", "tiny-sd3.5-medium", "tiny-flux", "reference")
 

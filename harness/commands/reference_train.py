@@ -32,8 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UsageError
-from harness.reference.judge import autoencoder_agreement
-from harness.reference.model import TEXT_TOKENS_T5, TRAINING_LR, build_untrained_pipeline
+from harness.models.reference import TEXT_TOKENS_T5, TRAINING_LR, build_untrained_pipeline
 from harness.reference.render import training_batch
 from harness.reference.world import TAGS
 from harness.results import write_atomic
@@ -400,3 +399,29 @@ def train(out: Path, work: Path, config: TrainConfig = TrainConfig(), device: st
     trainer.train_transformer()
     trainer.save()
     return out
+
+
+def autoencoder_agreement(vae: Any, seed: int, per_task: int = 50) -> dict[str, float]:
+    """Per task, the fraction of renders the judge still scores correct after the VAE's encode and decode: the
+    ceiling of every score the reference model can reach."""
+    import numpy as np
+    import torch
+
+    from harness.geneval_rules import evaluate
+    from harness.models.vae import to_model_range
+    from harness.reference.judge import classify_colors, detect
+    from harness.reference.render import render
+    from harness.reference.world import random_metadata, scene_for
+
+    rng = random.Random(seed)
+    agreement = {}
+    for tag in TAGS:
+        metadata = [random_metadata(rng, tag) for _ in range(per_task)]
+        images = np.stack([render(scene_for(m, rng)) for m in metadata])
+        with torch.no_grad():
+            x = to_model_range(images, vae.device).to(vae.dtype)
+            decoded = vae.decode(vae.encode(x).latent_dist.mode()).sample.float()
+        decoded = ((decoded.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+        agreement[tag] = float(np.mean([evaluate(image, detect(image), m, classify_colors).correct
+                                        for image, m in zip(decoded, metadata, strict=True)]))
+    return agreement

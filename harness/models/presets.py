@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness.models.reference import TEXT_TOKENS_T5, TRAINING_LR, build_untrained_pipeline
+from harness.models.reference import TRANSFORMER_CONFIG as REFERENCE_TRANSFORMER
+from harness.models.reference import WEIGHTS_DIR as REFERENCE_WEIGHTS
 from harness.models.spec import ModelSpec, SamplingSettings
 from harness.models.tiny import (
     TINY_FLUX_TRANSFORMER,
@@ -19,9 +22,6 @@ from harness.models.tiny import (
     build_tiny_sd3,
     build_tiny_sd35_medium,
 )
-from harness.reference.model import TEXT_TOKENS_T5, TRAINING_LR, build_untrained_pipeline
-from harness.reference.model import TRANSFORMER_CONFIG as REFERENCE_TRANSFORMER
-from harness.reference.model import WEIGHTS_DIR as REFERENCE_WEIGHTS
 from harness.reference.world import IMAGE_SIZE
 
 _SD35_LARGE_TRANSFORMER: dict[str, Any] = {

@@ -8,8 +8,6 @@ or ambiguous blob, so GenEval's thresholds (0.3, and 0.9 for counting) mean some
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from harness.geneval_rules import Detection
@@ -124,29 +122,3 @@ def classify_colors(image: np.ndarray, detections: list[Detection], class_name: 
             under = nearest[y0:y1, x0:x1].ravel()
         names.append(COLORS[int(np.bincount(under, minlength=len(COLORS)).argmax())])
     return names
-
-
-def autoencoder_agreement(vae: Any, seed: int, per_task: int = 50) -> dict[str, float]:
-    """Per task, the fraction of renders the judge still scores correct after the VAE's encode and decode: the
-    ceiling of every score the reference model can reach."""
-    import random
-
-    import torch
-
-    from harness.geneval_rules import evaluate
-    from harness.models.vae import to_model_range
-    from harness.reference.render import render
-    from harness.reference.world import TAGS, random_metadata, scene_for
-
-    rng = random.Random(seed)
-    agreement = {}
-    for tag in TAGS:
-        metadata = [random_metadata(rng, tag) for _ in range(per_task)]
-        images = np.stack([render(scene_for(m, rng)) for m in metadata])
-        with torch.no_grad():
-            x = to_model_range(images, vae.device).to(vae.dtype)
-            decoded = vae.decode(vae.encode(x).latent_dist.mode()).sample.float()
-        decoded = ((decoded.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-        agreement[tag] = float(np.mean([evaluate(image, detect(image), m, classify_colors).correct
-                                        for image, m in zip(decoded, metadata, strict=True)]))
-    return agreement

@@ -10,12 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import harness.reference
 from harness.reference.world import IMAGE_SIZE
 
 if TYPE_CHECKING:
     from diffusers import AutoencoderKL, StableDiffusion3Pipeline
 
-WEIGHTS_DIR = Path(__file__).parent / "weights"
+# the committed trained weights, beside the world they were trained on
+WEIGHTS_DIR = Path(harness.reference.__file__).parent / "weights"
 
 LATENT_CHANNELS = 4
 VAE_BLOCKS = (16, 32, 64)  # three blocks: two downsamplings, 64x64 images -> 16x16 latents; narrow at full size
