@@ -15,9 +15,16 @@ class Compressor(Plugin):
     (e.g. {"ablations": 190, "distillation_steps": 2000}); the harness adds the wall time.
     """
 
-    def cache_identity(self) -> tuple[str, str]:
-        """(name, canonical parameters): what makes its images differ from every other chain's."""
-        return self.name, json.dumps(self.resolved_params(), sort_keys=True)
+    def inputs(self, model: Any) -> dict[str, str]:
+        """What `apply` will read beyond its parameters, each by a digest of its content: a ranking it finds by
+        itself, the files a path parameter names. Part of the chain's identity, so that a newer analysis or an edited
+        file never reuses images made from the old one. Asked once per run, on the model before the chain."""
+        return {}
+
+    def cache_identity(self, inputs: dict[str, str] | None = None) -> tuple[str, str]:
+        """(name, canonical parameters and `inputs`): what makes its images differ from every other chain's."""
+        params = self.resolved_params()
+        return self.name, json.dumps({**params, "inputs": inputs} if inputs else params, sort_keys=True)
 
     @property
     def changes_model(self) -> bool:
@@ -25,6 +32,10 @@ class Compressor(Plugin):
 
     def apply(self, model: Any) -> dict[str, Any]:
         raise NotImplementedError
+
+    def release(self) -> None:
+        """Delete what `apply` kept so that a killed run could resume (a training checkpoint); called on the main
+        process once the compressed model is stored, or known not to be storable."""
 
     def restore(self, transformer: Any, state: dict[str, Any], device: str, dtype: Any) -> None:
         """Put back what `apply` changed that a saved transformer's config does not say, when a saved compressed

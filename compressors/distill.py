@@ -82,6 +82,24 @@ class _Pairs:
         return [c for c, _ in chosen], np.stack([i for _, i in chosen])
 
 
+def data_digest(data: Path) -> str:
+    """A digest of what distillation reads from `distill_data`: a prompt file's bytes, or each captioned image's name,
+    image bytes and caption bytes (what `_Pairs` uses, in its order). A missing path is a UsageError."""
+    data = Path(data).expanduser()
+    digest = hashlib.sha256()
+    if data.is_dir():
+        for path in sorted(p for p in data.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+            caption = path.with_suffix(".txt")
+            if caption.is_file():
+                for part in (path.name.encode(), path.read_bytes(), caption.read_bytes()):
+                    digest.update(hashlib.sha256(part).digest())
+    elif data.is_file():
+        digest.update(data.read_bytes())
+    else:
+        raise UsageError(f"distill_data '{data}' does not exist")
+    return "sha256:" + digest.hexdigest()
+
+
 def _load_image(path: Path, size: tuple[int, int]) -> np.ndarray:
     """Centre-cropped to the aspect ratio, resized to (height, width), RGB uint8."""
     from PIL import Image
@@ -252,7 +270,8 @@ def distill(model: Any, teacher: Any, removed: list[int], intensity: dict[int, f
                 log.append({"step": step, "loss": round(loss.item(), 6), "out": round(loss_out.item(), 6),
                             "feature": round(loss_feat.item(), 6)})
                 bar.set_postfix(loss=f"{loss.item():.4f}")
-            if step % CHECKPOINT_EVERY == 0 and accelerator.is_main_process and step < params.distill_steps:
+            # the last step too: until the caller has stored the distilled model, this is all there is of it
+            if accelerator.is_main_process and (step % CHECKPOINT_EVERY == 0 or step == params.distill_steps):
                 buffer = io.BytesIO()
                 torch.save({"student": accelerator.unwrap_model(wrapped).state_dict(),
                             "optimizer": optimizer.state_dict(), "step": step, "log": json.dumps(log),
@@ -266,7 +285,9 @@ def distill(model: Any, teacher: Any, removed: list[int], intensity: dict[int, f
             handle.remove()
     accelerator.wait_for_everyone()
     model.pipeline.transformer = accelerator.unwrap_model(wrapped).eval().requires_grad_(False)
-    checkpoint.unlink(missing_ok=True)  # finished: the compressed model itself is what gets cached
-    return {"steps": step, "seconds": round(seconds, 1), "lr": lr, "data": pairs.kind, "trained_parameters": trained,
+    # the checkpoint stays until the caller stored the distilled model (`Compressor.release`): a kill in between
+    # then resumes from it instead of training again
+    return {"checkpoint": str(checkpoint), "steps": step, "seconds": round(seconds, 1), "lr": lr, "data": pairs.kind,
+            "trained_parameters": trained,
             "intensity": {str(k): round(v, 6) for k, v in sorted(intensity.items())},
             "embedders_trained": train_embedders, "loss_log": log}

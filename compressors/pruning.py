@@ -59,6 +59,7 @@ class BlockPruning(Compressor):
     """Base of the depth-pruning methods: subclasses give `removal_order` (preferred first)."""
 
     Params = PruningParams
+    _checkpoint: Path | None = None  # the distillation's checkpoint, kept until `release`
 
     def removal_order(self, model: Any) -> list[int]:
         """Removable blocks, the first to remove first."""
@@ -71,6 +72,18 @@ class BlockPruning(Compressor):
     def ranking_for(self, model: Any) -> Any | None:
         """The contribution ranking this method chooses blocks and update intensities by (None: it uses none)."""
         return None
+
+    def inputs(self, model: Any) -> dict[str, str]:
+        """The ranking `ranking_for` finds and the distillation data, by content."""
+        found = {}
+        ranking = self.ranking_for(model)
+        if ranking is not None:
+            found["ranking"] = ranking.digest()
+        if self.params.distill_steps and self.params.distill_data is not None:
+            from compressors.distill import data_digest
+
+            found["distill_data"] = data_digest(self.params.distill_data)
+        return found
 
     def select_blocks(self, model: Any, ranking: Any | None) -> tuple[list[int], dict[str, Any]]:
         """The blocks to remove by `ranking` (`ranking_for`'s) and how they were chosen (recorded in the compression
@@ -114,7 +127,13 @@ class BlockPruning(Compressor):
 
             cost["distillation"] = distill(model, teacher, chosen, self.update_intensity(model, chosen, ranking),
                                            self.params, self.context, train_embedders=self.trains_embedders())
+            self._checkpoint = Path(cost["distillation"].pop("checkpoint"))
         return cost
+
+    def release(self) -> None:
+        if self._checkpoint is not None:
+            self._checkpoint.unlink(missing_ok=True)
+            self._checkpoint = None
 
     def trains_embedders(self) -> bool:
         """Whether distillation updates the modules before the first block (patch, time and text embedders)."""

@@ -21,6 +21,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from harness.errors import UsageError
+
 SeedMode = Literal["per-image", "per-prompt"]
 SEED_MODES: tuple[str, ...] = ("per-image", "per-prompt")
 
@@ -126,7 +128,11 @@ def plan_batches(setup: GenerationSetup, requests: Sequence[ImageRequest], batch
 
 
 class ImageCache:
-    """PNG files under `root`, one per cache key, each written atomically (temporary file + rename)."""
+    """PNG files under `root`, one per cache key, each written atomically (temporary file + rename) with a digest of
+    its key and pixels in a text chunk. What is read is checked against it: a truncated, garbled or replaced file
+    (also another key's image) is never used."""
+
+    DIGEST_CHUNK = "harness-sha256"
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -134,23 +140,62 @@ class ImageCache:
     def path(self, key: str) -> Path:
         return self.root / "images" / key[:2] / f"{key}.png"
 
-    def has(self, key: str) -> bool:
-        return self.path(key).is_file()
+    @staticmethod
+    def digest(key: str, image: np.ndarray) -> str:
+        header = f"{key}:{image.shape}:{image.dtype}".encode()
+        return hashlib.sha256(header + np.ascontiguousarray(image).tobytes()).hexdigest()
+
+    def _load(self, key: str) -> tuple[np.ndarray | None, str]:
+        """The verified pixels, or None and why they cannot be used."""
+        from PIL import Image
+
+        try:
+            with Image.open(self.path(key)) as file:
+                image = np.array(file.convert("RGB"))
+                recorded = file.info.get(self.DIGEST_CHUNK)
+        except (OSError, ValueError, SyntaxError) as exc:  # PIL's errors for files it cannot decode
+            return None, f"cannot be decoded: {exc}"
+        if recorded is None:
+            return None, "carries no harness digest (not written by this cache, or by a version before digests)"
+        if recorded != self.digest(key, image):
+            return None, "its pixels do not match the digest recorded when it was written (replaced or damaged)"
+        return image, ""
+
+    def usable(self, key: str) -> bool:
+        """Whether a verified image is cached under `key`; a file that fails the check is deleted, with a warning
+        naming it, so that it is regenerated."""
+        path = self.path(key)
+        if not path.is_file():
+            return False
+        image, problem = self._load(key)
+        if image is None:
+            print(f"harness: cached image {path} {problem}: regenerating it", file=sys.stderr)
+            path.unlink(missing_ok=True)
+        return image is not None
 
     def read(self, key: str) -> np.ndarray:
-        from PIL import Image
-
-        with Image.open(self.path(key)) as image:
-            return np.array(image.convert("RGB"))
+        image, problem = self._load(key)
+        if image is None:
+            raise UsageError(f"cached image {self.path(key)} {problem}; run the command again to regenerate it")
+        return image
 
     def write(self, key: str, image: np.ndarray) -> None:
-        from PIL import Image
+        from PIL import Image, PngImagePlugin
 
         from harness.results import write_atomic
 
+        info = PngImagePlugin.PngInfo()
+        info.add_text(self.DIGEST_CHUNK, self.digest(key, image))
         buffer = io.BytesIO()
-        Image.fromarray(image).save(buffer, format="PNG")
+        Image.fromarray(image).save(buffer, format="PNG", pnginfo=info)
         write_atomic(self.path(key), buffer.getvalue())
+
+    def remove_stale_temporaries(self) -> None:
+        """Delete the temporaries of writers killed mid-write (this host's dead processes only)."""
+        from harness.results import remove_stale_temporaries
+
+        if (self.root / "images").is_dir():
+            remove_stale_temporaries(self.root / "images")
 
 
 @dataclass
@@ -190,9 +235,10 @@ def generate(
     all_batches = plan_batches(setup, requests, batch_size)
     batches = [b for b in all_batches if b.index % world_size == rank]
     stats = GenerationStats()
+    cache.remove_stale_temporaries()
     todo: list[tuple[PlannedBatch, set[str]]] = []  # batches with images to make, and which of their keys
     for batch in batches:
-        missing = {k for k in batch.keys if not cache.has(k)}
+        missing = {k for k in batch.keys if not cache.usable(k)}
         stats.cached += len(batch.keys) - len(missing)
         if missing:
             todo.append((batch, missing))

@@ -59,6 +59,14 @@ class Ranking:
                 sensitivity[ablation.block] = sensitivity.get(ablation.block, 0.0) + max(drop, 0.0)
         return dict(sorted(sensitivity.items()))
 
+    def digest(self) -> str:
+        """A digest of what decides a block choice from this ranking (scores, base score, direction, granularity),
+        for the image cache's key: two files with these the same prune alike, wherever they lie."""
+        import hashlib
+
+        content = [self.metric, self.higher_is_better, self.granularity, self.base_score, sorted(self.scores.items())]
+        return "sha256:" + hashlib.sha256(json.dumps(content).encode()).hexdigest()
+
     def as_json(self) -> dict[str, Any]:
         return {
             "format": RANKING_FORMAT, "version": RANKING_VERSION,

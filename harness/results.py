@@ -12,6 +12,7 @@ import math
 import os
 import re
 import shutil
+import socket
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -51,11 +52,52 @@ def from_json_safe(value: Any) -> Any:
     return value
 
 
+def process_tag() -> str:
+    """"<pid>@<host>": who writes a temporary file or staging folder, so that a later process can tell whether its
+    writer is gone, also on a file system shared between hosts."""
+    return f"{os.getpid()}@{socket.gethostname()}"
+
+
+def stale_process_tag(tag: str) -> bool:
+    """Whether the writer `tag` names is dead: a process of THIS host that no longer runs. A writer on another host
+    cannot be asked, so its files are never called stale. A bare pid (written before hosts were recorded) is this
+    host's."""
+    import psutil
+
+    pid, _, host = tag.partition("@")
+    if not pid.isdigit() or (host and host != socket.gethostname()):
+        return False
+    return not psutil.pid_exists(int(pid))
+
+
+def temporary_of(path: Path) -> Path:
+    """The temporary name `write_atomic` writes `path` under before renaming it."""
+    return path.with_name(f".{path.name}.{process_tag()}.tmp")
+
+
+def writer_tag(name: str) -> str:
+    """The process tag at the end of a temporary's or staging folder's name ("...<sep><pid>@<host>", or a bare
+    "<pid>" in names written before hosts were recorded); "" when there is none."""
+    head, at, host = name.rpartition("@")
+    pid = re.search(r"(\d+)$", head if at else name)
+    return "" if pid is None else f"{pid.group(1)}{at}{host}"
+
+
+def remove_stale_temporaries(folder: Path) -> int:
+    """Delete the temporaries (`temporary_of`) under `folder` whose writer is dead; returns how many."""
+    removed = 0
+    for temporary in Path(folder).rglob(".*.tmp"):
+        if stale_process_tag(writer_tag(temporary.name.removesuffix(".tmp"))):
+            temporary.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
 def write_atomic(path: Path, content: bytes) -> None:
     """Write a file whole or not at all: a temporary file beside it, flushed, then renamed over it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary = temporary_of(path)
     try:
         with temporary.open("wb") as handle:
             handle.write(content)
@@ -102,7 +144,7 @@ def write_run(output_dir: Path, result: RunResult, records: list[dict[str, Any]]
     """Write results.json, samples.jsonl and any artifacts as one atomic folder rename; returns results.json's path."""
     output_dir.mkdir(parents=True, exist_ok=True)
     final = output_dir / result.run_id
-    staging = output_dir / f".staging-{result.run_id}-{os.getpid()}"
+    staging = output_dir / f".staging-{result.run_id}-{process_tag()}"
     staging.mkdir()
     try:
         (staging / SAMPLES_FILE).write_text("".join(json.dumps(json_safe(r), allow_nan=False) + "\n"
@@ -121,12 +163,9 @@ def write_run(output_dir: Path, result: RunResult, records: list[dict[str, Any]]
 
 
 def remove_stale_staging(output_dir: Path) -> None:
-    """Staging folders whose writer process is gone (killed mid-write) are deleted."""
-    import psutil
-
+    """Staging folders whose writer process is gone (killed mid-write, `stale_process_tag`) are deleted."""
     for folder in output_dir.glob(".staging-*"):
-        pid = folder.name.rsplit("-", 1)[-1]
-        if not pid.isdigit() or not psutil.pid_exists(int(pid)):
+        if stale_process_tag(writer_tag(folder.name)):
             shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -296,3 +296,39 @@ def test_distillation_rate_defaults_to_the_models_training_rate():
     assert distill_lr(PruningParams(), PRESETS["reference"]) == TrainConfig().lr
     assert distill_lr(PruningParams(), PRESETS["sd3.5-medium"]) == RELEASE_DISTILL_LR  # no training rate declared
     assert distill_lr(PruningParams(distill_lr=5e-4), PRESETS["reference"]) == 5e-4
+
+
+def test_the_distillation_checkpoint_outlives_a_kill_before_the_model_is_stored(tmp_path, monkeypatch):
+    """Store first, then delete: killed after training but before the distilled model is in the cache, the next
+    run resumes from the finished checkpoint (no step trained again) instead of training from scratch."""
+    import compressors.distill as distill
+    import harness.models.saving as saving
+    from harness.commands.run import apply_chain, chain_identity
+    from harness.models.loading import load_model
+
+    params = PruningParams(blocks=(1,), distill_steps=3, distill_batch_size=2, distill_lr=1e-3,
+                           distill_data=_caption_folder(tmp_path / "data", count=4))
+    compressor = DepthLast(params, Context(cache_dir=tmp_path / "cache", progress=False))
+    model = load_model(PRESETS["tiny-sd3"], weights=None, device="cpu")
+    chain = chain_identity([compressor], [compressor.inputs(model)])
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(saving, "save_compressed", killed)
+        with pytest.raises(KeyboardInterrupt):
+            apply_chain(model, [compressor], chain, tmp_path / "cache", True)
+    trained = model.pipeline.transformer.state_dict()
+    (checkpoint,) = (tmp_path / "cache" / "distill").glob("*/checkpoint.pt")
+    assert torch.load(checkpoint, weights_only=True)["step"] == 3
+
+    batches = []
+    real_next = distill._Pairs.next
+    monkeypatch.setattr(distill._Pairs, "next", lambda self, size: batches.append(size) or real_next(self, size))
+    again = load_model(PRESETS["tiny-sd3"], weights=None, device="cpu")
+    steps = apply_chain(again, [compressor], chain, tmp_path / "cache", True)
+    assert batches == [] and steps[0]["cost"]["distillation"]["steps"] == 3
+    assert all(torch.equal(trained[k], again.pipeline.transformer.state_dict()[k]) for k in trained)
+    assert not checkpoint.exists()  # stored now: the checkpoint goes
+    assert list((tmp_path / "cache" / "models").glob("*/*.json"))

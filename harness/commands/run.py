@@ -70,14 +70,22 @@ class RunPlan:
     suites: list[Any]
     requests: dict[str, list[Any]]  # per suite, its images
     sampling_settings: dict[str, str]  # --set sampling.*
+    compressor_inputs: list[dict[str, str]] | None = None  # `inputs(model)`, once the model is open
 
     def sampling_for(self, spec: Any) -> Any:
         return override_params(spec.sampling, self.sampling_settings, "sampling")
 
-    @property
-    def method(self) -> MethodRecord:
-        return MethodRecord("+".join(self.options.methods),
-                            [{"name": c.name, "params": c.resolved_params()} for c in self.compressors])
+    def inputs(self, model: Any) -> list[dict[str, str]]:
+        """Per compressor, what it will read beyond its parameters, by content (`Compressor.inputs`), asked once on
+        the model as loaded, before the chain changes it."""
+        if self.compressor_inputs is None:
+            self.compressor_inputs = [c.inputs(model) for c in self.compressors]
+        return self.compressor_inputs
+
+    def method(self, model: Any) -> MethodRecord:
+        chain = [{"name": c.name, "params": c.resolved_params(), **({"inputs": found} if found else {})}
+                 for c, found in zip(self.compressors, self.inputs(model), strict=True)]
+        return MethodRecord("+".join(self.options.methods), chain)
 
     def suite_protocols(self, sampling: Any) -> dict[str, SuiteRecord]:
         """Each suite's protocol as the result records it, before anything is scored."""
@@ -88,12 +96,16 @@ class RunPlan:
         """The identity (`harness.results.run_identity`) the run of this plan on `model` will have."""
         protocol = run_protocol(self.suite_protocols(self.sampling_for(model.spec)), self.options.seed_mode,
                                 self.options.seed, model.device.type)
-        return run_identity(model.fingerprint, dtype_name(model.dtype), self.method.chain, protocol)
+        return run_identity(model.fingerprint, dtype_name(model.dtype), self.method(model).chain, protocol)
 
-    @property
-    def chain_identity(self) -> tuple[tuple[str, str], ...]:
+    def chain_identity(self, model: Any) -> tuple[tuple[str, str], ...]:
         """The chain as the image cache keys it: only the compressors that change the model."""
-        return tuple(c.cache_identity() for c in self.compressors if c.changes_model)
+        return chain_identity(self.compressors, self.inputs(model))
+
+
+def chain_identity(compressors: list[Any], inputs: list[dict[str, str]]) -> tuple[tuple[str, str], ...]:
+    """The chain's cache key: each model-changing compressor's parameters and what it reads, by content."""
+    return tuple(c.cache_identity(found) for c, found in zip(compressors, inputs, strict=True) if c.changes_model)
 
 
 def plan_run(options: RunOptions) -> RunPlan:
@@ -122,18 +134,19 @@ def plan_run(options: RunOptions) -> RunPlan:
     return plan
 
 
-def apply_chain(model: Any, compressors: list[Any], cache_dir: Path, is_main: bool) -> list[Any]:
+def apply_chain(model: Any, compressors: list[Any], chain: tuple[tuple[str, str], ...], cache_dir: Path,
+                is_main: bool) -> list[Any]:
     """Apply the compressors in order and return one record per step (name, params, wall time, cost).
 
     A chain that trained something (distillation) is expensive to redo: its transformer is saved in the cache under
-    (base fingerprint, dtype, device, resolved chain) and a later run with the same chain loads it instead."""
+    (base fingerprint, dtype, device, `chain`: the resolved chain with its inputs) and a later run with the same
+    chain loads it instead."""
     import hashlib
     import json
 
     from harness.models.saving import load_compressed_transformer, read_provenance, save_compressed
 
-    chain = [c.cache_identity() for c in compressors if c.changes_model]
-    identity = json.dumps([model.fingerprint, str(model.dtype), model.device.type, chain])
+    identity = json.dumps([model.fingerprint, str(model.dtype), model.device.type, [list(c) for c in chain]])
     stored = cache_dir / "models" / hashlib.sha256(identity.encode()).hexdigest()[:24]
     provenance = read_provenance(stored) if chain else None
     if provenance is not None:
@@ -152,6 +165,9 @@ def apply_chain(model: Any, compressors: list[Any], cache_dir: Path, is_main: bo
                             transformer_only=True)
         except UsageError as exc:  # not storable (torchao): it will be recomputed next time
             print(f"harness: the compressed model is not cached: {exc}", file=sys.stderr)
+    if is_main:
+        for compressor in compressors:  # only now: a kill before the model was stored resumes from what they kept
+            compressor.release()
     return steps
 
 
@@ -199,8 +215,9 @@ def execute(plan: RunPlan, model: Any) -> Execution:
         generate_all(original, reference_setup, reference_suites, "original")
         del original
 
-    steps = apply_chain(model, plan.compressors, plan.context.cache_dir, state.is_main_process)
-    run_setup = dataclasses.replace(base_setup, chain=plan.chain_identity)
+    chain = plan.chain_identity(model)  # before the chain changes the model
+    steps = apply_chain(model, plan.compressors, chain, plan.context.cache_dir, state.is_main_process)
+    run_setup = dataclasses.replace(base_setup, chain=chain)
     generate_all(model, run_setup, [s.name for s in plan.suites if s.kind == "images"],
                  "compressed" if run_setup.chain else "original")
     state.wait_for_everyone()
@@ -222,7 +239,7 @@ def run(options: RunOptions) -> Path | None:
         finished = find_finished_run(options.output_dir, plan.identity(model))
         if finished is not None:
             if plan.state.is_main_process:
-                print(f"harness: {plan.method.name} already measured in {finished.parent}: skipped",
+                print(f"harness: {plan.method(model).name} already measured in {finished.parent}: skipped",
                       file=sys.stderr)
             return finished if plan.state.is_main_process else None
     execution = execute(plan, model)
@@ -277,14 +294,14 @@ def write_result(plan: RunPlan, execution: Execution, started: float) -> Path:
 
     spec, stats, steps = model.spec, execution.stats, execution.compression_steps
     result = RunResult(
-        run_id=new_run_id(spec.name, plan.method.name),
+        run_id=new_run_id(spec.name, plan.method(model).name),
         created=datetime.now(timezone.utc).isoformat(),
         command=sys.argv,
         model=ModelRecord(name=spec.name, family=spec.family, source=model.source, fingerprint=model.fingerprint,
                           dtype=execution.run_setup.dtype, base=model.base,
                           transformer_parameters=parameter_count(model.transformer),
                           transformer_weight_bytes=weight_bytes(model.transformer)),
-        method=plan.method,
+        method=plan.method(model),
         suites=suite_records,
         metrics=metrics,
         metric_details=details,
@@ -318,7 +335,12 @@ def compress(options: RunOptions, save: Path) -> Path:
     state, context = process_context(options)
     compressors = instantiate(COMPRESSORS, options.methods, settings, context)
     model = open_model(spec, options.weights, context.device, options.dtype)
-    steps = apply_chain(model, compressors, context.cache_dir, state.is_main_process)
+    inputs = [c.inputs(model) for c in compressors]
+    steps = apply_chain(model, compressors, chain_identity(compressors, inputs), context.cache_dir,
+                        state.is_main_process)
+    for step, found in zip(steps, inputs, strict=True):
+        if found:
+            step["inputs"] = found
     state.wait_for_everyone()
     if state.is_main_process:
         save_compressed(model, save, [{"name": s["name"], "params": s["params"]} for s in steps], steps)
