@@ -59,11 +59,21 @@ def test_block_analysis_scores_each_removal_like_a_pruned_model(dirs):
     assert score == pytest.approx(ranking.scores["1"], abs=1e-6)
 
 
+def test_a_metric_infinite_on_the_original_is_refused(dirs):
+    """PSNR of the original's images against themselves is infinite: every drop would be too, ties would fall back
+    on block index and hierarchicalprune would remove the earliest blocks. Refused, naming a metric that works."""
+    result = invoke("analyze", "--model", "tiny-sd3", "--metric", "fidelity/psnr", "--cache-dir", str(dirs["cache"]),
+                    "--out", str(dirs["out"]), *FAST)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "fidelity/psnr of the uncompressed model is inf" in result.stderr and "fidelity/ssim" in result.stderr
+    assert not dirs["out"].exists()  # nothing half-written
+
+
 def test_analysis_resumes_without_regenerating_and_draws_a_heatmap(dirs):
-    _analyze(dirs, "--model", "tiny-flux", "--metric", "fidelity/psnr", "--granularity", "component")
+    _analyze(dirs, "--model", "tiny-flux", "--metric", "fidelity/ssim", "--granularity", "component")
     ranking = load_ranking(dirs["out"] / "contribution_ranking.json")
     assert len(ranking.scores) == 2 * 5 + 2 * 3  # FLUX: 2 double blocks x 5 components + 2 single x 3
-    assert ranking.base_score == float("inf")  # PSNR of identical images; the ranking file keeps it
+    assert ranking.base_score == pytest.approx(1.0)  # SSIM of identical images
     images = _cached_images(dirs)
     progress = json.loads((dirs["out"] / "progress.json").read_text())
     assert len(progress["scores"]) == 16
@@ -71,7 +81,7 @@ def test_analysis_resumes_without_regenerating_and_draws_a_heatmap(dirs):
     for key in list(progress["scores"])[:3]:
         del progress["scores"][key]
     (dirs["out"] / "progress.json").write_text(json.dumps(progress))
-    _analyze(dirs, "--model", "tiny-flux", "--metric", "fidelity/psnr", "--granularity", "component")
+    _analyze(dirs, "--model", "tiny-flux", "--metric", "fidelity/ssim", "--granularity", "component")
     assert _cached_images(dirs) == images
     assert load_ranking(dirs["out"] / "contribution_ranking.json").scores == ranking.scores
     heatmap = Image.open(io.BytesIO((dirs["out"] / HEATMAP_FILE).read_bytes()))

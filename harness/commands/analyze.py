@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -63,7 +64,6 @@ def analyze(options: AnalyzeOptions) -> Path:
                            "batch_size": options.batch_size}, sort_keys=True)
     digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
     folder = options.output_dir or options.cache_dir / "analysis" / f"{model.spec.name}-{digest}"
-    folder.mkdir(parents=True, exist_ok=True)
     progress_path = folder / "progress.json"
     done: dict[str, float] = {}
     if progress_path.is_file():
@@ -79,6 +79,11 @@ def analyze(options: AnalyzeOptions) -> Path:
     started = time.perf_counter()
     references = images(base, "original")
     base_score = suite.evaluate(references, references if suite.needs_reference else None).metrics[metric_name].value
+    if not math.isfinite(base_score):
+        raise UsageError(f"{metric_key} of the uncompressed model is {base_score} ({suite_name} compares its images "
+                         "with themselves): every removal would drop it infinitely and the ranking would order blocks "
+                         "by index. Rank by a metric with a finite base score, e.g. --metric fidelity/ssim")
+    folder.mkdir(parents=True, exist_ok=True)
     ablations = ablations_for(model.transformer, options.granularity)
     for number, ablation in enumerate(ablations, 1):
         if ablation.key in done:
