@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, ClassVar
 
 from harness.plugin import Plugin
 
@@ -20,6 +20,10 @@ class Compressor(Plugin):
         itself, the files a path parameter names. Part of the chain's identity, so that a newer analysis or an edited
         file never reuses images made from the old one. Asked once per run, on the model before the chain."""
         return {}
+
+    # whether `harness compress` can save what `apply` made (and a distilled chain can be cached): a quantiser whose
+    # layers safetensors cannot hold says False, and is refused before any weight loads
+    saves: ClassVar[bool] = True
 
     def cache_identity(self, inputs: dict[str, str] | None = None) -> tuple[str, str]:
         """(name, canonical parameters and `inputs`): what makes its images differ from every other chain's."""

@@ -203,6 +203,7 @@ class TorchAOInt8(WeightQuantiser):
     """torchao int8 weight-only quantisation (per-channel scales)."""
 
     name = "torchao-int8"
+    saves = False  # torchao's tensor subclasses are not safetensors
 
     @dataclass(frozen=True)
     class Params:
@@ -218,6 +219,7 @@ class TorchAOInt4(WeightQuantiser):
     """torchao int4 weight-only quantisation with per-group scales: packed int4 on CUDA, unpacked on the CPU."""
 
     name = "torchao-int4"
+    saves = False  # torchao's tensor subclasses are not safetensors
 
     @dataclass(frozen=True)
     class Params:

@@ -92,3 +92,19 @@ def test_prune_then_quantise_chain(dirs):
     nf4 = results["compression"]["steps"][1]["cost"]
     # Linear weights hold most of the tiny transformer's bytes (the rest: its positional table, convolution, norms)
     assert nf4["weight_bytes_after"] < 0.5 * nf4["weight_bytes_before"]
+
+
+@pytest.mark.parametrize("method", ["torchao-int8", "torchao-int4"])
+def test_compress_refuses_a_quantiser_that_cannot_be_saved_before_loading(dirs, method, monkeypatch):
+    import harness.commands.run as run_command
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was opened before the chain was refused")
+
+    monkeypatch.setattr(run_command, "open_model", never)
+    save = dirs["out"] / "saved"
+    result = invoke("compress", "--model", "tiny-sd3", "--method", f"depth-last+{method}", "--save", str(save),
+                    "--cache-dir", str(dirs["cache"]), "--no-progress")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"{method} cannot be saved" in result.stderr and "harness run --method" in result.stderr
+    assert not save.exists()

@@ -161,9 +161,11 @@ def apply_chain(model: Any, compressors: list[Any], chain: tuple[tuple[str, str]
                       "wall_seconds": time.perf_counter() - started, "cost": cost})
     if is_main and any("distillation" in step["cost"] for step in steps):
         try:
+            if unsaved := [c.name for c in compressors if not c.saves]:
+                raise UsageError(f"{', '.join(unsaved)} cannot be saved")
             save_compressed(model, stored, [{"name": s["name"], "params": s["params"]} for s in steps], steps,
                             transformer_only=True)
-        except UsageError as exc:  # not storable (torchao): it will be recomputed next time
+        except UsageError as exc:  # not storable: it will be recomputed next time
             print(f"harness: the compressed model is not cached: {exc}", file=sys.stderr)
     if is_main:
         for compressor in compressors:  # only now: a kill before the model was stored resumes from what they kept
@@ -334,6 +336,10 @@ def compress(options: RunOptions, save: Path) -> Path:
     spec = resolve_model(options.model)
     state, context = process_context(options)
     compressors = instantiate(COMPRESSORS, options.methods, settings, context)
+    if unsaved := [c.name for c in compressors if not c.saves]:
+        raise UsageError(f"{', '.join(unsaved)} cannot be saved (its quantised layers are not safetensors): "
+                         f"measure it with `harness run --method {'+'.join(options.methods)}` instead, which "
+                         "applies the chain in memory")
     model = open_model(spec, options.weights, context.device, options.dtype)
     inputs = [c.inputs(model) for c in compressors]
     steps = apply_chain(model, compressors, chain_identity(compressors, inputs), context.cache_dir,
