@@ -75,7 +75,8 @@ def add_method(parser: argparse.ArgumentParser, required: bool = False) -> None:
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL, help="registered model name, local diffusers folder or "
                         f"Hub repo id (default: {DEFAULT_MODEL})")
-    parser.add_argument("--weights", help="local diffusers folder holding the weights of a registered model")
+    parser.add_argument("--weights", help="local diffusers folder holding the weights of a registered model; "
+                        "beside a saved compressed model (--model DIR), the folder of its base model, if it moved")
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], help="default: the model's")
 

@@ -41,6 +41,10 @@ class Suite(Plugin):
     kind: ClassVar[str]
     needs_reference: ClassVar[bool] = False
 
+    def planned_images(self, limit: int | None) -> int:
+        """How many images the suite asks the run to generate (for dry runs): none, unless it scores images."""
+        return 0
+
     def prepare(self) -> None:
         """Load or check what the suite needs (models, files) before any image is generated, so that a missing
         weight ends the run at once with a UsageError naming what to download. Called on the main process."""

@@ -56,6 +56,7 @@ def analyze(options: AnalyzeOptions) -> Path:
 
     model = open_model(spec, options.weights, context.device, options.dtype)
     sampling = override_params(model.spec.sampling, settings["sampling"], "sampling")
+    model.family.check_size(model.pipeline, sampling)
     options = dataclasses.replace(options, batch_size=options.batch_size or model.spec.batch_size)
     cache = ImageCache(context.cache_dir)
     base = GenerationSetup.for_model(model, sampling, options.seed_mode, options.seed)  # type: ignore[arg-type]

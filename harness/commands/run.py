@@ -194,6 +194,7 @@ def execute(plan: RunPlan, model: Any) -> Execution:
 
     options, state = plan.options, plan.state
     sampling = plan.sampling_for(model.spec)
+    model.family.check_size(model.pipeline, sampling)  # before any image, not the pipeline's error mid-run
     batch_size = options.batch_size or model.spec.batch_size
     cache = ImageCache(plan.context.cache_dir)
     stats = GenerationStats()

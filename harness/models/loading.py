@@ -30,6 +30,7 @@ class LoadedModel:
     device: Any  # torch.device
     dtype: Any  # torch.dtype
     base: dict[str, Any] | None = None  # a saved compressed model's base model (name, source, fingerprint)
+    base_weights: str | None = None  # a saved compressed model's --weights: where its base model is now
     load_memory: Any = None  # harness.memory.PeakMemory of loading, when the runner measured it
 
     @property
@@ -65,6 +66,22 @@ def _family_of_folder(folder: Path) -> Family:
     return family
 
 
+def _component_config(folder: Path, component: str) -> dict[str, Any]:
+    try:
+        return json.loads((folder / component / "config.json").read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return {}  # a missing or damaged config is reported when the pipeline loads
+
+
+def folder_sampling(family: Family, folder: Path) -> SamplingSettings:
+    """The family's default sampling at the folder's own image size (its transformer's default sample size times
+    the VAE's scale, as diffusers' pipeline draws it), not a size its positional table may not cover."""
+    native = family.native_size(_component_config(folder, "transformer"), _component_config(folder, "vae"))
+    if native is None:
+        return family.default_sampling
+    return dataclasses.replace(family.default_sampling, height=native, width=native)
+
+
 def resolve_model(name: str) -> ModelSpec:
     """A registered model name, a local diffusers folder, or a Hub repo id ("org/name")."""
     if name in MODELS.names():
@@ -90,7 +107,7 @@ def resolve_model(name: str) -> ModelSpec:
             name=path.resolve().name,
             description=f"local folder {path}",
             family=family.name,
-            sampling=family.default_sampling,  # `--set sampling.<field>=` overrides it
+            sampling=folder_sampling(family, path),  # `--set sampling.<field>=` overrides it
             transformer_config={},
             repo_id=str(path.resolve()),
         )
@@ -166,6 +183,9 @@ def load_model(spec: ModelSpec, *, weights: str | None, device: str, dtype: str 
 
     torch_dtype = getattr(torch, dtype or spec.dtype)
     base = None
+    # a saved compressed model always runs as saved: --weights beside it says where its base model is
+    saved = bool(spec.repo_id) and Path(spec.repo_id).is_dir() and read_provenance(Path(spec.repo_id)) is not None
+    base_weights, weights = (weights, None) if saved else (None, weights)
     if spec.build is not None and weights is None:
         pipeline = spec.build()
         if pipeline.transformer.dtype != torch_dtype:
@@ -186,8 +206,8 @@ def load_model(spec: ModelSpec, *, weights: str | None, device: str, dtype: str 
         family = _family_of_folder(folder)
         if family.name != spec.family and spec.transformer_config:
             raise UsageError(f"'{folder}' holds a {family.name} pipeline but model '{spec.name}' is {spec.family}")
-        if family.name != spec.family:
-            spec = dataclasses.replace(spec, family=family.name, sampling=family.default_sampling)
+        if family.name != spec.family:  # a Hub repo, whose family its model_index.json has now told
+            spec = dataclasses.replace(spec, family=family.name, sampling=folder_sampling(family, folder))
         # components saved as [null, null] (e.g. SD3 without T5) must be passed as None explicitly
         absent = {k: None for k, v in _read_model_index(folder).items() if v == [None, None]}
         provenance = read_provenance(folder)
@@ -210,19 +230,32 @@ def load_model(spec: ModelSpec, *, weights: str | None, device: str, dtype: str 
         source = str(folder)
     pipeline.to(device)
     pipeline.set_progress_bar_config(disable=True)
-    return LoadedModel(spec, pipeline, fingerprint, source, torch.device(device), torch_dtype, base)
+    return LoadedModel(spec, pipeline, fingerprint, source, torch.device(device), torch_dtype, base, base_weights)
 
 
 def load_base(model: LoadedModel) -> LoadedModel:
-    """The uncompressed model a saved compressed model came from, on the same device and dtype; its fingerprint
-    must be the one recorded at compression time."""
+    """The uncompressed model a saved compressed model came from, on the same device and dtype: from the --weights
+    given beside it, else where it was at compression time. Its fingerprint must be the one recorded then."""
     assert model.base is not None
-    name, source = model.base["name"], model.base["source"]
-    spec = resolve_model(name if name in MODELS.names() else source)
-    weights = source if spec.build is None and Path(source).is_dir() else None
+    name, source, fingerprint = model.base["name"], model.base["source"], model.base["fingerprint"]
+    registered = name in MODELS.names()
+    if model.base_weights is not None:
+        where = Path(model.base_weights).expanduser()
+        if not where.is_dir():
+            raise UsageError(f"--weights '{model.base_weights}' (the base model of '{model.source}') is not a folder")
+        spec, weights = (MODELS.get(name), str(where)) if registered else (resolve_model(str(where)), None)
+    elif registered:
+        spec = MODELS.get(name)
+        weights = source if spec.build is None and Path(source).is_dir() else None
+    elif Path(source).is_dir():
+        spec, weights = resolve_model(source), None
+    else:
+        raise UsageError(f"'{model.source}' was compressed from {name} at {source}, which is not there any "
+                         f"more: pass the base model's folder with --weights <folder> (its fingerprint must be "
+                         f"{fingerprint})")
     base = load_model(spec, weights=weights, device=str(model.device), dtype=dtype_name(model.dtype))
-    if base.fingerprint != model.base["fingerprint"]:
-        raise UsageError(f"'{model.source}' was compressed from {name} with fingerprint {model.base['fingerprint']}, "
-                         f"but the base model found now has {base.fingerprint}: the original images would come from "
+    if base.fingerprint != fingerprint:
+        raise UsageError(f"'{model.source}' was compressed from {name} with fingerprint {fingerprint}, but the base "
+                         f"model found at {base.source} has {base.fingerprint}: the original images would come from "
                          "other weights. Point --weights at the original base model.")
     return base

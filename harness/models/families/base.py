@@ -69,6 +69,29 @@ class Family(abc.ABC):
 
     # -- sampling --------------------------------------------------------------------------------------------------
 
+    def native_size(self, transformer_config: dict[str, Any], vae_config: dict[str, Any]) -> int | None:
+        """The image side the pipeline draws by default for these component configs (as diffusers' pipeline
+        derives it), or None when the configs do not say (then `default_sampling`'s size holds)."""
+        return None
+
+    def size_problem(self, transformer_config: dict[str, Any], vae_config: dict[str, Any], height: int,
+                     width: int) -> str | None:
+        """Why a transformer of this config cannot draw height x width images, or None when it can."""
+        return None
+
+    def check_size(self, pipeline: Any, sampling: SamplingSettings) -> None:
+        """A UsageError naming `--set sampling.height/width` when the loaded pipeline cannot draw the sampling's
+        size: before any image is generated, instead of the pipeline's own error mid-run."""
+        from harness.errors import UsageError
+
+        problem = self.size_problem(dict(pipeline.transformer.config), dict(pipeline.vae.config), sampling.height,
+                                    sampling.width)
+        if problem is not None:
+            native = self.native_size(dict(pipeline.transformer.config), dict(pipeline.vae.config))
+            hint = f" (this model's own size is {native}x{native})" if native else ""
+            raise UsageError(f"{sampling.height}x{sampling.width} images: {problem}. Pass --set sampling.height=H "
+                             f"--set sampling.width=W with a size it can draw{hint}")
+
     @abc.abstractmethod
     def doubles_batch(self, sampling: SamplingSettings) -> bool:
         """Whether the pipeline runs each transformer forward on twice the batch (classifier-free guidance)."""
@@ -154,6 +177,11 @@ class Family(abc.ABC):
     def config_after_removal(self, transformer: torch.nn.Module) -> dict[str, Any]:
         """The config entries to register after blocks were deleted from the block lists, so the transformer
         round-trips through save_pretrained / from_pretrained."""
+
+
+def vae_scale_factor(vae_config: dict[str, Any]) -> int:
+    """Pixels per latent position: 2 per downsampling block of the VAE (diffusers' `vae_scale_factor`)."""
+    return 2 ** (len(vae_config.get("block_out_channels", (0, 0, 0, 0))) - 1)
 
 
 def draw_tensor(device: torch.device | str, dtype: torch.dtype,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from harness.models.families.base import Family, draw_tensor
+from harness.models.families.base import Family, draw_tensor, vae_scale_factor
 from harness.models.spec import SamplingSettings
 
 if TYPE_CHECKING:
@@ -25,6 +25,13 @@ class FluxFamily(Family):
         "flux-double": ("w_norm1", "w_norm1_context", "attn", "ff", "ff_context"),
         "flux-single": ("w_norm", "attn", "proj_mlp_out"),
     }
+
+    def size_problem(self, transformer_config: dict[str, Any], vae_config: dict[str, Any], height: int,
+                     width: int) -> str | None:
+        step = vae_scale_factor(vae_config) * 2  # latents are packed in 2x2 patches
+        if height % step or width % step:
+            return f"height and width must be multiples of {step} (the VAE's scale x FLUX's 2x2 latent packing)"
+        return None
 
     def doubles_batch(self, sampling: SamplingSettings) -> bool:
         return False

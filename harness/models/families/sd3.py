@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from harness.models.families.base import Family, draw_tensor
+from harness.models.families.base import Family, draw_tensor, vae_scale_factor
 from harness.models.spec import SamplingSettings
 
 if TYPE_CHECKING:
@@ -27,6 +27,22 @@ class SD3Family(Family):
         "joint-dual": _JOINT,  # SD3.5 Medium's blocks with a second, image-only attention (attn2)
         "joint-last": _JOINT[:-1],  # context_pre_only: the text stream ends here, so there is no ff_context
     }
+
+    def native_size(self, transformer_config: dict[str, Any], vae_config: dict[str, Any]) -> int | None:
+        if "sample_size" not in transformer_config:
+            return None
+        return int(transformer_config["sample_size"]) * vae_scale_factor(vae_config)
+
+    def size_problem(self, transformer_config: dict[str, Any], vae_config: dict[str, Any], height: int,
+                     width: int) -> str | None:
+        step = vae_scale_factor(vae_config) * int(transformer_config.get("patch_size", 2))
+        if height % step or width % step:
+            return f"height and width must be multiples of {step} (the VAE's scale x the transformer's patch size)"
+        table = transformer_config.get("pos_embed_max_size")
+        if table is not None and max(height, width) // step > int(table):
+            return (f"the transformer's positional table (pos_embed_max_size {table}) covers images up to "
+                    f"{int(table) * step} px a side")
+        return None
 
     def doubles_batch(self, sampling: SamplingSettings) -> bool:
         return sampling.guidance_scale > 1  # as StableDiffusion3Pipeline.do_classifier_free_guidance

@@ -1,0 +1,45 @@
+"""A saved compressed model always runs as saved: `--weights` beside it names where its BASE model is (for the
+original images), never weights to run instead; a base that moved is named in the error with what to pass."""
+
+from __future__ import annotations
+
+import shutil
+
+from conftest import invoke, read_results, run_args
+
+FAST = ("--set", "sampling.num_inference_steps=2", "--limit", "2", "--suite", "fidelity")
+
+
+def _compress(dirs, base, saved):
+    result = invoke("compress", "--model", str(base), "--method", "depth-last", "--save", str(saved),
+                    "--cache-dir", str(dirs["cache"]), "--no-progress")
+    assert result.returncode == 0, result.stderr
+
+
+def test_weights_beside_a_saved_model_are_its_base_not_a_replacement(dirs, tmp_path, tiny_sd3_folder):
+    base = shutil.copytree(tiny_sd3_folder, tmp_path / "base")
+    saved = tmp_path / "saved"
+    _compress(dirs, base, saved)
+    plain = invoke(*run_args(dirs, "--model", str(saved), *FAST))
+    assert plain.returncode == 0, plain.stderr
+    with_base = invoke(*run_args(dirs, "--model", str(saved), "--weights", str(base), *FAST))
+    assert with_base.returncode == 0, with_base.stderr
+    expected, results = read_results(plain.stdout), read_results(with_base.stdout)
+    assert results["model"]["transformer_parameters"] == expected["model"]["transformer_parameters"]
+    assert results["model"]["fingerprint"] == expected["model"]["fingerprint"]  # the saved model's weights
+    assert results["metrics"] == expected["metrics"] and results["metrics"]["fidelity/psnr"] != "inf"
+
+
+def test_a_base_that_moved_is_named_and_found_again_with_weights(dirs, tmp_path, tiny_sd3_folder):
+    base = shutil.copytree(tiny_sd3_folder, tmp_path / "base")
+    saved = tmp_path / "saved"
+    _compress(dirs, base, saved)
+    moved = base.rename(tmp_path / "moved")
+    lost = invoke(*run_args(dirs, "--model", str(saved), *FAST))
+    assert lost.returncode == 2 and "Traceback" not in lost.stderr
+    assert str(base) in lost.stderr and "--weights" in lost.stderr and "unknown model" not in lost.stderr
+    found = invoke(*run_args(dirs, "--model", str(saved), "--weights", str(moved), *FAST))
+    assert found.returncode == 0, found.stderr
+    assert read_results(found.stdout)["metrics"]["fidelity/psnr"] != "inf"
+    wrong = invoke(*run_args(dirs, "--model", str(saved), "--weights", str(saved), *FAST))  # not its base
+    assert wrong.returncode == 2 and "fingerprint" in wrong.stderr and "--weights" in wrong.stderr
