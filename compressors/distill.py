@@ -204,7 +204,7 @@ def distill(model: Any, teacher: Any, removed: list[int], intensity: dict[int, f
 
     identity = json.dumps({"checkpoint_format": CHECKPOINT_FORMAT, "model": model.fingerprint, "removed": removed,
                            "intensity": intensity, "params": {k: str(v) for k, v in vars(params).items()},
-                           "embedders": train_embedders}, sort_keys=True)
+                           "embedders": train_embedders, "sampling": model.spec.sampling.as_dict()}, sort_keys=True)
     work = context.cache_dir / "distill" / hashlib.sha256(identity.encode()).hexdigest()[:16]
     checkpoint = work / "checkpoint.pt"
     step, log, seconds, state = 0, [], 0.0, None

@@ -43,3 +43,27 @@ def test_a_base_that_moved_is_named_and_found_again_with_weights(dirs, tmp_path,
     assert read_results(found.stdout)["metrics"]["fidelity/psnr"] != "inf"
     wrong = invoke(*run_args(dirs, "--model", str(saved), "--weights", str(saved), *FAST))  # not its base
     assert wrong.returncode == 2 and "fingerprint" in wrong.stderr and "--weights" in wrong.stderr
+
+
+def test_distillation_draws_at_the_runs_sampling_and_compress_accepts_it(dirs, tmp_path):
+    """--set sampling.* reaches distillation: the teacher's images of a prompt list are drawn at the run's size
+    (not the model's registered 64 px), and `compress` takes the settings, saving them as the model's sampling."""
+    from PIL import Image
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\na blue square\n")
+    size = ("--set", "sampling.height=32", "--set", "sampling.width=32")
+    method = ("--method", "depth-last", "--set", "depth-last.distill_steps=1", "--set",
+              "depth-last.distill_batch_size=2", "--set", f"depth-last.distill_data={prompts}")
+    result = invoke(*run_args(dirs, "--model", "tiny-sd3", *FAST, *size, *method))
+    assert result.returncode == 0, result.stderr
+    sizes = {Image.open(p).size for p in (dirs["cache"] / "images").rglob("*.png")}
+    assert sizes == {(32, 32)}  # the teacher's images, the originals and the run's: all at the run's size
+    saved = tmp_path / "saved"
+    compressed = invoke("compress", "--model", "tiny-sd3", *method, *size, "--save", str(saved),
+                        "--cache-dir", str(dirs["cache"]), "--no-progress")
+    assert compressed.returncode == 0, compressed.stderr
+    import json
+
+    provenance = json.loads((saved / "harness_provenance.json").read_text())
+    assert (provenance["sampling"]["height"], provenance["sampling"]["width"]) == (32, 32)

@@ -54,9 +54,8 @@ def analyze(options: AnalyzeOptions) -> Path:
     requests = suite.requests(options.limit)
     override_params(spec.sampling, settings["sampling"], "sampling")  # fail before loading
 
-    model = open_model(spec, options.weights, context.device, options.dtype)
-    sampling = override_params(model.spec.sampling, settings["sampling"], "sampling")
-    model.family.check_size(model.pipeline, sampling)
+    model = open_model(spec, options.weights, context.device, options.dtype, settings["sampling"])
+    sampling = model.spec.sampling
     options = dataclasses.replace(options, batch_size=options.batch_size or model.spec.batch_size)
     cache = ImageCache(context.cache_dir)
     base = GenerationSetup.for_model(model, sampling, options.seed_mode, options.seed)  # type: ignore[arg-type]

@@ -94,7 +94,7 @@ class RunPlan:
 
     def identity(self, model: Any) -> str:
         """The identity (`harness.results.run_identity`) the run of this plan on `model` will have."""
-        protocol = run_protocol(self.suite_protocols(self.sampling_for(model.spec)), self.options.seed_mode,
+        protocol = run_protocol(self.suite_protocols(model.spec.sampling), self.options.seed_mode,
                                 self.options.seed, model.device.type)
         return run_identity(model.fingerprint, dtype_name(model.dtype), self.method(model).chain, protocol)
 
@@ -146,7 +146,9 @@ def apply_chain(model: Any, compressors: list[Any], chain: tuple[tuple[str, str]
 
     from harness.models.saving import load_compressed_transformer, read_provenance, save_compressed
 
-    identity = json.dumps([model.fingerprint, str(model.dtype), model.device.type, [list(c) for c in chain]])
+    # the sampling too: distillation draws its batches and teacher images at the run's size and guidance
+    identity = json.dumps([model.fingerprint, str(model.dtype), model.device.type, [list(c) for c in chain],
+                           model.spec.sampling.as_dict()])
     stored = cache_dir / "models" / hashlib.sha256(identity.encode()).hexdigest()[:24]
     provenance = read_provenance(stored) if chain else None
     if provenance is not None:
@@ -193,8 +195,7 @@ def execute(plan: RunPlan, model: Any) -> Execution:
     from harness.generation import generate
 
     options, state = plan.options, plan.state
-    sampling = plan.sampling_for(model.spec)
-    model.family.check_size(model.pipeline, sampling)  # before any image, not the pipeline's error mid-run
+    sampling = model.spec.sampling  # the run's: `open_model` applied --set sampling.*
     batch_size = options.batch_size or model.spec.batch_size
     cache = ImageCache(plan.context.cache_dir)
     stats = GenerationStats()
@@ -235,7 +236,7 @@ def run(options: RunOptions) -> Path | None:
 
     started = time.perf_counter()
     plan = plan_run(options)
-    model = open_model(plan.spec, options.weights, plan.context.device, options.dtype)
+    model = open_model(plan.spec, options.weights, plan.context.device, options.dtype, plan.sampling_settings)
     if plan.state.is_main_process:
         remove_stale_staging(options.output_dir)
     if options.skip_finished:
@@ -329,9 +330,8 @@ def compress(options: RunOptions, save: Path) -> Path:
 
     for name in options.methods:
         COMPRESSORS.entry(name)
+    # --set sampling.* sets what distillation draws at, and becomes the saved model's own sampling
     settings = parse_set_options(options.settings, ["sampling", *dict.fromkeys(options.methods)])
-    if settings["sampling"]:
-        raise UsageError("harness compress takes no sampling settings (the saved model keeps its base's)")
     if Path(save).exists() and any(Path(save).iterdir()):
         raise UsageError(f"--save '{save}' exists and is not empty: choose a new folder")
     spec = resolve_model(options.model)
@@ -341,7 +341,7 @@ def compress(options: RunOptions, save: Path) -> Path:
         raise UsageError(f"{', '.join(unsaved)} cannot be saved (its quantised layers are not safetensors): "
                          f"measure it with `harness run --method {'+'.join(options.methods)}` instead, which "
                          "applies the chain in memory")
-    model = open_model(spec, options.weights, context.device, options.dtype)
+    model = open_model(spec, options.weights, context.device, options.dtype, settings["sampling"])
     inputs = [c.inputs(model) for c in compressors]
     steps = apply_chain(model, compressors, chain_identity(compressors, inputs), context.cache_dir,
                         state.is_main_process)

@@ -83,14 +83,24 @@ def instantiate(registry: Registry, names: list[str], settings: dict[str, dict[s
     return objects
 
 
-def open_model(spec: Any, weights: str | None, device: str, dtype: str | None) -> Any:
-    """The loaded model of a resolved spec on `device`, with its load's memory peaks in `load_memory`."""
+def open_model(spec: Any, weights: str | None, device: str, dtype: str | None,
+               sampling_settings: dict[str, str] | None = None) -> Any:
+    """The loaded model of a resolved spec on `device`, with its load's memory peaks in `load_memory`. Its
+    `spec.sampling` is the command's (the model's own with `--set sampling.*` applied), so that everything drawn
+    for it (teacher images, distillation batches, measurements) uses the size and guidance the run evaluates at;
+    a size its transformer cannot draw is a UsageError here, before any image."""
+    import dataclasses
+
     from harness.memory import PeakMemory
     from harness.models.loading import load_model
+    from harness.params import override_params
 
     with PeakMemory(device) as loading:
         model = load_model(spec, weights=weights, device=device, dtype=dtype)
     model.load_memory = loading
+    sampling = override_params(model.spec.sampling, sampling_settings or {}, "sampling")
+    model.spec = dataclasses.replace(model.spec, sampling=sampling)
+    model.family.check_size(model.pipeline, sampling)
     return model
 
 
