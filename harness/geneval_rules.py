@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from math import hypot
 from typing import Any
 
 import numpy as np
@@ -200,16 +199,18 @@ def relative_position(box_a: Box, box_b: Box) -> frozenset[str]:
 
     Each axis of the centre offset is shrunk towards zero by POSITION_MARGIN times the two boxes' summed size on
     that axis, so heavily overlapping boxes relate to nothing; the shrunk offset is then divided by the unshrunk
-    offset's length, so a relation needs the shrunk offset to point within about 60 degrees of its axis.
+    offset's length, so a relation needs the shrunk offset to point within about 60 degrees of its axis. In float32,
+    as the official scorer computes it on mmdetection's float32 boxes: near a boundary float64 can decide otherwise.
     """
-    (ax0, ay0, ax1, ay1), (bx0, by0, bx1, by1) = box_a, box_b
-    offset = ((ax0 + ax1) / 2 - (bx0 + bx1) / 2, (ay0 + ay1) / 2 - (by0 + by1) / 2)
-    sizes = (abs(ax1 - ax0) + abs(bx1 - bx0), abs(ay1 - ay0) + abs(by1 - by0))
-    shrunk = [max(abs(o) - POSITION_MARGIN * s, 0.0) * (1 if o > 0 else -1) for o, s in zip(offset, sizes, strict=True)]
-    if all(abs(s) < NO_RELATION_EPS for s in shrunk):
+    f32 = np.float32
+    boxes = np.array([box_a, box_b], dtype=f32).reshape(2, 2, 2)  # [box][corner][x, y]
+    centre_a, centre_b = (boxes[:, 0] + boxes[:, 1]) / f32(2)
+    size_a, size_b = np.abs(boxes[:, 1] - boxes[:, 0])
+    offset = centre_a - centre_b
+    shrunk = np.maximum(np.abs(offset) - f32(POSITION_MARGIN) * (size_a + size_b), f32(0)) * np.sign(offset)
+    if bool(np.all(np.abs(shrunk) < f32(NO_RELATION_EPS))):
         return frozenset()
-    norm = hypot(*offset)  # at least NO_RELATION_EPS here, since |offset| >= |shrunk| on each axis
-    dx, dy = shrunk[0] / norm, shrunk[1] / norm
+    dx, dy = shrunk / np.sqrt(np.dot(offset, offset))  # float32 throughout
     relations = set()
     if dx < -0.5:
         relations.add("left of")
@@ -223,18 +224,24 @@ def relative_position(box_a: Box, box_b: Box) -> frozenset[str]:
 
 
 def filter_detections(detections: Iterable[Detection], tag: str) -> dict[str, list[Detection]]:
-    """The detections the rules look at, per class: score strictly above the threshold (the stricter counting one
-    for every class of a counting prompt), highest score first (ties keep input order), at most
-    MAX_OBJECTS_PER_CLASS. No NMS: overlapping duplicates all count, as in the official scorer."""
-    threshold = COUNTING_SCORE_THRESHOLD if tag == COUNTING_TAG else SCORE_THRESHOLD
+    """The detections the rules look at, per class, exactly as the official scorer picks them: score strictly
+    above the threshold (the stricter counting one for every class of a counting prompt), compared in float32 as it
+    compares mmdetection's float32 scores; highest score first in the order of `np.argsort(scores)[::-1]`, so that
+    among tied scores the LAST detection comes first; at most MAX_OBJECTS_PER_CLASS. No NMS: overlapping duplicates
+    all count, as in the official scorer. (A stable ascending sort reversed is what numpy's argsort does on the
+    short arrays of one image's detections of a class; stated here so the order does not depend on the CPU.)"""
+    threshold = np.float32(COUNTING_SCORE_THRESHOLD if tag == COUNTING_TAG else SCORE_THRESHOLD)
     by_class: dict[str, list[Detection]] = {}
     for detection in detections:
-        if detection.score > threshold:
-            by_class.setdefault(detection.label, []).append(detection)
-    return {
-        label: sorted(kept, key=lambda d: d.score, reverse=True)[:MAX_OBJECTS_PER_CLASS]
-        for label, kept in by_class.items()
-    }
+        by_class.setdefault(detection.label, []).append(detection)
+    kept: dict[str, list[Detection]] = {}
+    for label, candidates in by_class.items():
+        scores = np.array([d.score for d in candidates], dtype=np.float32)
+        order = np.argsort(scores, kind="stable")[::-1]
+        order = order[scores[order] > threshold][:MAX_OBJECTS_PER_CLASS]
+        if order.size:
+            kept[label] = [candidates[i] for i in order]
+    return kept
 
 
 def evaluate(

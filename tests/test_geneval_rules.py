@@ -257,8 +257,10 @@ def test_position_holds_for_every_examined_object_against_every_target():
     dogs_bad = [at("dog", 50, 100, 0.9), at("dog", 50, 100, 0.8), at("dog", 400, 250, 0.4)]  # third not examined
     assert evaluate(IMAGE, cats + dogs_bad, meta).correct
     dogs_bad = [at("dog", 50, 100, 0.9), at("dog", 500, 100, 0.8)]
-    # the second dog is right of cat 0 (and right of and below cat 1): one reason line, the first failure only
-    assert evaluate(IMAGE, cats + dogs_bad, meta).failures == ("expected dog left of target, found right of target",)
+    # the second dog is right of and above cat 1 (and right of cat 0): one reason line, the first failure only. The
+    # cats' scores tie, so the official order puts the later cat, cat 1, first among the targets
+    assert evaluate(IMAGE, cats + dogs_bad, meta).failures == (
+        "expected dog left of target, found right of and above target",)
 
 
 def test_position_not_checked_after_colour_failure_and_then_no_target():
@@ -461,3 +463,32 @@ def test_official_metadata_validates_and_perfect_images_pass():
             assert not judgement.correct, f"line {number}, one object of clause {index} removed"
             name, count = raw["include"][index]["class"], raw["include"][index]["count"]
             assert judgement.failures[0] == f"expected {name}>={count}, found {count - 1}"
+
+
+# --- the official scorer's order and precision ----------------------------------------------------------------------
+
+
+def test_tied_scores_put_the_last_detection_first_as_the_official_argsort_does():
+    # np.argsort(scores)[::-1] in the official scorer: among equal scores the later detection ranks first
+    first, second, third = det("cat", 1.0), det("cat", 1.0), det("cat", 0.5)
+    assert filter_detections([first, second, third], "single_object") == {"cat": [second, first, third]}
+    # which cat is examined decides a position verdict: the later of two tied cats is the one compared
+    meta = {"tag": "position", "include": [{"class": "dog", "count": 1},
+                                           {"class": "cat", "count": 1, "position": ["left of", 0]}]}
+    dog, cat_left, cat_right = at("dog", 256, 256), at("cat", 56, 256, 1.0), at("cat", 456, 256, 1.0)
+    assert not evaluate(IMAGE, [dog, cat_left, cat_right], meta).correct  # cat_right is examined
+    assert evaluate(IMAGE, [dog, cat_right, cat_left], meta).correct  # cat_left is examined
+
+
+def test_scores_are_compared_with_the_threshold_in_float32():
+    # 0.30000001 > 0.3 in float64, but both are float32(0.3): the official scorer drops it
+    assert filter_detections([det("cat", 0.30000001)], "single_object") == {}
+    assert filter_detections([det("cat", 0.3000001)], "single_object") != {}
+
+
+def test_positions_are_computed_in_float32():
+    # offset (-10 - e, 0), margin 5: in float64 -(5 + e) / (10 + e) is just beyond -0.5 (left of); in float32 the
+    # boxes round to the exact -0.5 case, which is no relation
+    e = 1e-7
+    assert relative_position((0, 0, 25, 1), (10 + e, 0, 35 + e, 1)) == frozenset()
+    assert relative_position((0, 0, 25, 1), (10 + 3e-6, 0, 35 + 3e-6, 1)) == {"left of"}
