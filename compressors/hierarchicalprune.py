@@ -43,6 +43,9 @@ class HierarchicalPruneParams(RankedPruningParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.position_weight < 0 or self.intensity_exponent < 0:
+            raise ValueError(f"position_weight and intensity_exponent must be at least 0 (got "
+                             f"{self.position_weight}, {self.intensity_exponent})")
         if self.total_budget and not self.budget < self.total_budget < 1:
             raise ValueError(f"total_budget must lie between budget ({self.budget}) and 1 (got {self.total_budget})")
 

@@ -35,6 +35,13 @@ class PruningParams:
             raise ValueError(f"block indices must be non-negative (got {self.blocks})")
         if self.distill_steps < 0:
             raise ValueError(f"distill_steps must be at least 0 (got {self.distill_steps})")
+        if self.distill_lr is not None and not self.distill_lr > 0:
+            raise ValueError(f"distill_lr must be above 0 (got {self.distill_lr})")
+        if self.distill_batch_size < 1:
+            raise ValueError(f"distill_batch_size must be at least 1 (got {self.distill_batch_size})")
+        if self.feature_weight < 0 or self.task_weight < 0:
+            raise ValueError(f"feature_weight and task_weight must be at least 0 (got {self.feature_weight}, "
+                             f"{self.task_weight})")
 
 
 def smallest_meeting_budget(pick: Any, candidates: int, transformer: Any, budget: float) -> list[int]:
@@ -177,16 +184,21 @@ def find_ranking(model: Any, explicit: Path | None, base_score: float | None, ca
     from harness.ranking import RANKING_FILE, load_ranking
 
     if explicit is not None:
-        return load_ranking(explicit, base_score)
-    beside = Path(model.source) / RANKING_FILE
-    if beside.is_file():
-        return load_ranking(beside)
-    candidates = []
-    for path in (cache_dir / "analysis").glob(f"*/{RANKING_FILE}"):
-        ranking = load_ranking(path)
-        if ranking.model.get("fingerprint") == model.fingerprint:
-            candidates.append((path.stat().st_mtime, ranking))
-    return max(candidates, key=lambda c: c[0])[1] if candidates else None
+        found, source = load_ranking(explicit, base_score), f"'{explicit}'"
+    elif (Path(model.source) / RANKING_FILE).is_file():
+        found, source = load_ranking(Path(model.source) / RANKING_FILE), f"beside the weights ({model.source})"
+    else:
+        candidates = []
+        for path in (cache_dir / "analysis").glob(f"*/{RANKING_FILE}"):
+            ranking = load_ranking(path)
+            if ranking.model.get("fingerprint") == model.fingerprint:
+                candidates.append((path.stat().st_mtime, ranking, path))
+        if not candidates:
+            return None
+        _, found, newest = max(candidates, key=lambda c: c[0])
+        source = f"'{newest}'"
+    found.check_fits(model.transformer, source)
+    return found
 
 
 def importance_order(ranking: Any, transformer: Any, position_weight: float) -> list[int]:

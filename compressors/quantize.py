@@ -85,6 +85,9 @@ def disable_cpu_repacking(layer: Any) -> None:
     layer.support_avx512bf16_for_cpu = False
 
 
+BLOCKSIZES = (64, 128, 256, 512, 1024, 2048, 4096)  # bitsandbytes' 4-bit block sizes
+
+
 class WeightQuantiser(Compressor):
     """Base of the quantisers: their weight-free estimate measures real quantised layers of each shape; a saved
     model's quantised layers are rebuilt by `restore_linear`."""
@@ -115,6 +118,11 @@ class BitsAndBytes4Bit(WeightQuantiser):
         quant_type: Literal["nf4", "fp4"] = "nf4"
         double_quant: bool = True  # quantise the absmax statistics too (bitsandbytes' compress_statistics)
         blocksize: int = 64
+
+        def __post_init__(self) -> None:
+            if self.blocksize not in BLOCKSIZES:
+                raise ValueError(f"blocksize must be one of bitsandbytes' {', '.join(map(str, BLOCKSIZES))}, "
+                                 f"got {self.blocksize}")
 
     def _layer(self, linear: Any, weight: Any, bias: Any, dtype: Any) -> Any:
         """The 4-bit layer standing for `linear`, holding `weight` (a Params4bit) and `bias`, computing in `dtype`."""
@@ -161,6 +169,10 @@ class BitsAndBytes8Bit(WeightQuantiser):
     @dataclass(frozen=True)
     class Params:
         threshold: float = 0.0
+
+        def __post_init__(self) -> None:
+            if self.threshold < 0:
+                raise ValueError(f"threshold must be at least 0 (0: no outlier features), got {self.threshold}")
 
     def _layer(self, linear: Any, weight: Any, bias: Any) -> Any:
         """The int8 layer standing for `linear`, holding `weight` (an Int8Params) and `bias`."""
@@ -224,6 +236,10 @@ class TorchAOInt4(WeightQuantiser):
     @dataclass(frozen=True)
     class Params:
         group_size: int = 32
+
+        def __post_init__(self) -> None:
+            if self.group_size not in (32, 64, 128, 256):
+                raise ValueError(f"group_size must be one of 32, 64, 128, 256, got {self.group_size}")
 
     def apply(self, model: Any) -> dict[str, Any]:
         import torch

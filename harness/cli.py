@@ -33,6 +33,13 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
 
 
+def _seed(text: str) -> int:
+    seed = _int(text)
+    if not 0 <= seed < 2**63:  # torch generators take 64-bit seeds; per-image seeds are derived below 2**63
+        raise argparse.ArgumentTypeError(f"'{text}' is not a seed between 0 and 2**63-1")
+    return seed
+
+
 def _names(sep: str) -> Any:
     def split(text: str) -> list[str]:
         parts = [part.strip() for part in text.split(sep)]
@@ -85,7 +92,7 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
     from harness.generation import SEED_MODES
 
     parser.add_argument("--limit", type=_positive_int, help="use only the first N prompts of each suite")
-    parser.add_argument("--seed", type=_int, default=0, help="base seed (default: 0)")
+    parser.add_argument("--seed", type=_seed, default=0, help="base seed, 0 to 2**63-1 (default: 0)")
     parser.add_argument("--seed-mode", choices=SEED_MODES, default="per-image",
                         help="per-image: a seed per (prompt, sample); per-prompt: one generator per prompt seeded "
                         "with --seed, as GenEval's and HierarchicalPrune's scripts do (default: per-image)")
@@ -349,7 +356,10 @@ class ReferenceTrain(Command):
 
         settings = parse_set_options([f"train.{s}" for s in args.settings], ["train"])["train"]
         config = override_params(TrainConfig(), settings, "train")
-        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        from harness.commands.setup import distributed_state, resolve_device
+
+        device = resolve_device(args.device, distributed_state(args.device)) if args.device else (
+            "cuda" if torch.cuda.is_available() else "cpu")
         print(train(args.out, args.work_dir or default_cache_dir() / "reference-train", config, device))
 
 

@@ -17,4 +17,4 @@ def unknown_name_error(kind: str, name: str, valid: Iterable[str]) -> UsageError
     valid = sorted(valid)
     close = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
     hint = f" Did you mean '{close[0]}'?" if close else ""
-    return UsageError(f"unknown {kind} '{name}'.{hint} Valid {kind}s: {', '.join(valid)}.")
+    return UsageError(f"unknown {kind} '{name}'.{hint} Valid choices: {', '.join(valid) or 'none'}.")

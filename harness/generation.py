@@ -23,6 +23,15 @@ import numpy as np
 
 from harness.errors import UsageError
 
+MAX_SAMPLES_PER_PROMPT = 1000  # images of one prompt; more is a typo, not a protocol
+
+
+def check_samples_per_prompt(count: int) -> None:
+    """A suite's `samples_per_prompt`, checked once for every suite that has one."""
+    if not 1 <= count <= MAX_SAMPLES_PER_PROMPT:
+        raise ValueError(f"samples_per_prompt must be at least 1 and at most {MAX_SAMPLES_PER_PROMPT}, got {count}")
+
+
 SeedMode = Literal["per-image", "per-prompt"]
 SEED_MODES: tuple[str, ...] = ("per-image", "per-prompt")
 

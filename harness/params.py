@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -23,11 +24,22 @@ def parse_set_options(options: list[str], scopes: list[str]) -> dict[str, dict[s
                 f"{', '.join(scopes)} (for example --set sampling.num_inference_steps=8)"
             )
         if scope not in parsed:
-            raise unknown_name_error("--set scope", scope, scopes)
+            raise _scope_error(key, scope, scopes)
         if name in parsed[scope]:
             raise UsageError(f"--set {scope}.{name} is given twice")
         parsed[scope][name] = value.strip()
     return parsed
+
+
+def _scope_error(key: str, scope: str, scopes: list[str]) -> UsageError:
+    """A --set scope this command does not have: a method or suite not asked for says how to add it."""
+    from harness.registry import COMPRESSORS, SUITES
+
+    for registry, option in ((COMPRESSORS, "--method"), (SUITES, "--suite")):
+        if scope in registry.names():
+            return UsageError(f"--set {key}=...: {registry.kind} {scope} is not part of this command; add it with "
+                              f"{option} {scope} (in a chain: a+{scope}), or drop the setting")
+    return unknown_name_error("--set scope", scope, scopes)
 
 
 def _convert(text: str, annotation: Any, where: str) -> Any:
@@ -55,9 +67,12 @@ def _convert(text: str, annotation: Any, where: str) -> Any:
         raise UsageError(f"{where}: '{text}' is not a boolean (use true or false)")
     if annotation in (int, float):
         try:
-            return annotation(text)
+            value = annotation(text)
         except ValueError:
             raise UsageError(f"{where}: '{text}' is not a valid {annotation.__name__}") from None
+        if annotation is float and not math.isfinite(value):  # nan turns guidance off, inf makes NaN images
+            raise UsageError(f"{where}: '{text}' is not a finite number")
+        return value
     if annotation is Path:
         return Path(text).expanduser()
     if annotation is str:

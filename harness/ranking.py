@@ -67,6 +67,20 @@ class Ranking:
         content = [self.metric, self.higher_is_better, self.granularity, self.base_score, sorted(self.scores.items())]
         return "sha256:" + hashlib.sha256(json.dumps(content).encode()).hexdigest()
 
+    def check_fits(self, transformer: Any, source: str) -> None:
+        """A UsageError unless every block this ranking names is one of the transformer's (a ranking of another
+        architecture would prune by someone else's sensitivities; its blocks missing here are reported where they
+        are needed)."""
+        from harness.models.surgery import Ablation
+        from harness.models.topology import block_topology
+
+        blocks = {b.index for b in block_topology(transformer)}
+        foreign = sorted({Ablation.parse(k).block for k in self.scores} - blocks)
+        if foreign:
+            raise UsageError(f"the contribution ranking {source} names blocks {foreign[:8]}"
+                             f"{' ...' if len(foreign) > 8 else ''} that this model's {len(blocks)} blocks do not "
+                             "have: it was made for another architecture; run `harness analyze` on this model")
+
     def as_json(self) -> dict[str, Any]:
         return {
             "format": RANKING_FORMAT, "version": RANKING_VERSION,
@@ -76,26 +90,64 @@ class Ranking:
         }
 
 
+def _finite(path: Path, what: str, value: Any) -> float:
+    """A ranking's score: a finite number (a NaN or infinite score would order blocks arbitrarily)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise UsageError(f"ranking file '{path}': {what} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _key(path: Path, key: Any) -> str:
+    """An ablation key ('7' or '7.attn'), checked."""
+    from harness.models.surgery import Ablation
+
+    try:
+        ablation = Ablation.parse(key) if isinstance(key, str) else None
+    except ValueError:
+        ablation = None
+    if ablation is None:
+        raise UsageError(f"ranking file '{path}': {key!r} is not an ablation key (<block> or <block>.<component>, "
+                         "block a number from 0)")
+    return key
+
+
 def load_ranking(path: Path, base_score: float | None = None) -> Ranking:
     """A ranking file written by `harness analyze`, or the HierarchicalPrune release's format
     ({"<block><tab><component>": HPSv2 after removal}, the word <tab> literally), whose base score is not in the
-    file: pass `base_score` (the release's unpruned SD3.5 Large Turbo scores about 30.0)."""
+    file: pass `base_score` (the release's unpruned SD3.5 Large Turbo scores about 30.0). Every field is checked:
+    a problem is a UsageError naming the file and the field."""
     from harness.results import from_json_safe
 
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"ranking file '{path}' is a folder: pass the {RANKING_FILE} inside it")
     try:
-        data = from_json_safe(json.loads(Path(path).read_text()))
+        data = from_json_safe(json.loads(path.read_text()))
     except FileNotFoundError:
         raise UsageError(f"ranking file '{path}' does not exist") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"'{path}' is not a valid ranking file ({exc})") from None
     if isinstance(data, dict) and data.get("format") == RANKING_FORMAT:
         if data.get("version") != RANKING_VERSION:
             raise UsageError(f"'{path}' is ranking version {data.get('version')}; this harness reads "
                              f"version {RANKING_VERSION}")
+        missing = [k for k in ("metric", "higher_is_better", "granularity", "base_score", "ablations") if k not in data]
+        if missing:
+            raise UsageError(f"ranking file '{path}' lacks {', '.join(missing)}")
+        if not isinstance(data["ablations"], list) or not all(isinstance(a, dict) and {"key", "score"} <= a.keys()
+                                                              for a in data["ablations"]):
+            raise UsageError(f"ranking file '{path}': ablations must be a list of {{\"key\", \"score\"}} objects")
+        if data["granularity"] not in ("block", "component") or not isinstance(data["higher_is_better"], bool):
+            raise UsageError(f"ranking file '{path}': granularity must be block or component and higher_is_better "
+                             "true or false")
         details = {k: v for k, v in data.items() if k not in (
             "format", "version", "metric", "higher_is_better", "granularity", "base_score", "model", "ablations")}
-        return Ranking(data["metric"], data["higher_is_better"], data["granularity"], float(data["base_score"]),
-                       {a["key"]: float(a["score"]) for a in data["ablations"]}, data.get("model", {}), details)
+        scores = {_key(path, a["key"]): _finite(path, f"the score of ablation {a['key']!r}", a["score"])
+                  for a in data["ablations"]}
+        model = data.get("model", {})
+        return Ranking(str(data["metric"]), data["higher_is_better"], data["granularity"],
+                       _finite(path, "base_score", data["base_score"]), scores,
+                       model if isinstance(model, dict) else {}, details)
     if isinstance(data, dict) and data and all("<tab>" in key for key in data):
         if base_score is None:
             raise UsageError(f"'{path}' is in the HierarchicalPrune release's format, which holds no base score: "
@@ -103,8 +155,9 @@ def load_ranking(path: Path, base_score: float | None = None) -> Ranking:
         scores = {}
         for key, value in data.items():
             block, _, component = key.partition("<tab>")
-            scores[f"{int(block)}.{component}"] = float(value)
-        return Ranking("hpsv2/overall", True, "component", base_score, scores,
+            block = str(int(block)) if block.strip().isdigit() else block
+            scores[_key(path, f"{block}.{component}")] = _finite(path, f"the score of {key!r}", value)
+        return Ranking("hpsv2/overall", True, "component", _finite(path, "ranking_base_score", base_score), scores,
                        details={"source": "HierarchicalPrune release"})
     raise UsageError(f"'{path}' is neither a `harness analyze` ranking nor the HierarchicalPrune release's format")
 

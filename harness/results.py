@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import socket
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -118,17 +117,21 @@ def new_run_id(model: str, method: str, now: datetime | None = None) -> str:
     return f"{now.strftime('%Y%m%dT%H%M%S%fZ')}_{slug}"
 
 
-def check_writable(output_dir: Path) -> None:
-    """Fail before any work if results cannot be written there."""
+def check_output_folder(folder: Path, option: str) -> None:
+    """Fail before any work unless `folder` is a folder this process can write into, or can be made one (the nearest
+    existing parent is a writable folder); `option` names where the path came from. Creates nothing."""
     from harness.errors import UsageError
 
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=output_dir):
-            pass
-    except OSError as exc:
-        raise UsageError(f"cannot write results to '{output_dir}' ({exc.strerror}): choose another --output-dir") \
-            from None
+    folder = Path(folder).expanduser()
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "is a file" if existing == folder else f"lies under '{existing}', which is a file"
+        raise UsageError(f"{option} '{folder}' {what}, not a folder: choose another {option}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{option} '{folder}' cannot be written ('{existing}' is read-only for this user): "
+                         f"choose another {option}")
 
 
 def record_row(what: str, suite: str, fields: dict[str, Any]) -> dict[str, Any]:
@@ -344,7 +347,18 @@ def load_results(path: Path) -> RunResult:
     if version not in READABLE_VERSIONS:
         raise UsageError(f"'{path}' has schema version {version if version is not None else '?'}; this harness "
                          f"reads versions {', '.join(map(str, READABLE_VERSIONS))}")
-    return RunResult.from_json(from_json_safe(data))
+    metrics = data.get("metrics")
+    if not isinstance(metrics, dict):
+        raise UsageError(f"'{path}' has no metrics map: it is not a finished harness run (rerun it)")
+    for key, value in metrics.items():
+        number = from_json_safe(value)
+        if isinstance(number, bool) or not isinstance(number, (int, float)):
+            raise UsageError(f"'{path}': metric {key} is {value!r}, not a number: the file was edited or damaged")
+    try:
+        return RunResult.from_json(from_json_safe(data))
+    except (TypeError, KeyError, ValueError, AttributeError) as exc:  # a field missing or of another type
+        raise UsageError(f"'{path}' is not a complete results file ({type(exc).__name__}: {exc}): rerun the run")\
+            from None
 
 
 def load_records(folder: Path, schema_version: int = SCHEMA_VERSION) -> list[dict[str, Any]]:
@@ -353,7 +367,17 @@ def load_records(folder: Path, schema_version: int = SCHEMA_VERSION) -> list[dic
     path = Path(folder) / SAMPLES_FILE
     if not path.is_file():
         return []
-    rows = [from_json_safe(json.loads(line)) for line in path.read_text().splitlines()]
+    from harness.errors import UsageError
+
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        try:
+            row = from_json_safe(json.loads(line))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise UsageError(f"{path}:{number} is not a JSON record ({exc}): the run folder is damaged") from None
+        if not isinstance(row, dict):
+            raise UsageError(f"{path}:{number} is not a JSON object: the run folder is damaged")
+        rows.append(row)
     if schema_version == 1:
         rows = [{RECORD_FIELD: IMAGE_RECORD if "prompt_index" in row else MEASUREMENT_RECORD, **row} for row in rows]
     return rows

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.generation import ImageRequest, Sample
+from harness.generation import ImageRequest, Sample, check_samples_per_prompt
 from harness.metrics import Metric
 from harness.prompts import read_prompt_file
 from suites.base import ImageSuite, Scores
@@ -36,8 +36,7 @@ class FidelitySuite(ImageSuite):
         samples_per_prompt: int = 1
 
         def __post_init__(self) -> None:
-            if self.samples_per_prompt < 1:
-                raise ValueError("samples_per_prompt must be at least 1")
+            check_samples_per_prompt(self.samples_per_prompt)
 
     def requests(self, limit: int | None) -> list[ImageRequest]:
         prompts = read_prompt_file(self.params.prompts or DEFAULT_PROMPTS)[:limit]

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from harness.errors import UsageError
-from harness.generation import ImageRequest, Sample
+from harness.generation import ImageRequest, Sample, check_samples_per_prompt
 from harness.geneval_rules import TAGS, PromptSpec, parse_metadata
 from harness.geneval_rules import summarize as geneval_summary
 from harness.metrics import Metric, MetricValue, stderr_of_mean_of_means, summarize
@@ -119,8 +119,7 @@ class GenevalStyleSuite(ImageSuite):
         grid_prompts_per_tag: int = 2  # rows per tag in the grid.png artifact; 0: no grid
 
         def __post_init__(self) -> None:
-            if self.samples_per_prompt < 1:
-                raise ValueError("samples_per_prompt must be at least 1")
+            check_samples_per_prompt(self.samples_per_prompt)
             if self.grid_prompts_per_tag < 0:
                 raise ValueError("grid_prompts_per_tag must be 0 or more")
 

@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -40,7 +41,7 @@ def analyze(options: AnalyzeOptions) -> Path:
     from harness.models.surgery import skip
     from harness.params import override_params, parse_set_options
     from harness.registry import SUITES
-    from harness.results import dumps, from_json_safe, write_atomic
+    from harness.results import dumps, write_atomic
 
     if options.granularity not in ("block", "component"):
         raise UsageError(f"--granularity '{options.granularity}' is not one of block, component")
@@ -51,6 +52,13 @@ def analyze(options: AnalyzeOptions) -> Path:
     settings = parse_set_options(options.settings, ["sampling", suite_name])
     _, context = process_context(options)
     (suite,) = instantiate(SUITES, [suite_name], settings, context)
+    if suite.kind != "images":
+        raise UsageError(f"{suite_name} measures the pipeline, it scores no images: rank removals by an image "
+                         f"metric, e.g. --metric {spec.contribution_metric}")
+    if options.output_dir is not None:
+        from harness.results import check_output_folder
+
+        check_output_folder(options.output_dir, "--out")
     requests = suite.requests(options.limit)
     override_params(spec.sampling, settings["sampling"], "sampling")  # fail before loading
 
@@ -67,9 +75,7 @@ def analyze(options: AnalyzeOptions) -> Path:
     progress_path = folder / "progress.json"
     done: dict[str, float] = {}
     if progress_path.is_file():
-        saved = from_json_safe(json.loads(progress_path.read_text()))
-        if saved.get("identity") == identity:
-            done = saved["scores"]
+        done = _read_progress(progress_path, identity)
 
     def images(setup: GenerationSetup, label: str) -> list[Any]:
         generate(model, setup, requests, cache, batch_size=options.batch_size, sampling=sampling,
@@ -115,3 +121,23 @@ def analyze(options: AnalyzeOptions) -> Path:
     return ranking_path
 
 
+def _read_progress(path: Path, identity: str) -> dict[str, float]:
+    """The finished ablations' scores of an earlier run of the same analysis; a damaged or foreign progress file is
+    ignored with a warning naming it (its ablations are scored again), never a crash."""
+    from harness.results import from_json_safe
+
+    try:
+        saved = from_json_safe(json.loads(path.read_text()))
+        if not isinstance(saved, dict):
+            raise ValueError("not a JSON object")
+        if saved.get("identity") != identity:
+            return {}
+        scores = saved["scores"]
+        if not isinstance(scores, dict) or not all(isinstance(k, str) and isinstance(v, (int, float))
+                                                   and not isinstance(v, bool) for k, v in scores.items()):
+            raise ValueError("its scores are not a map of ablation keys to numbers")
+        return {k: float(v) for k, v in scores.items()}
+    except (OSError, ValueError, KeyError, UnicodeDecodeError) as exc:
+        print(f"harness: ignoring the damaged progress file {path} ({exc}): scoring its ablations again",
+              file=sys.stderr)
+        return {}

@@ -355,8 +355,11 @@ def page(board: dict[str, Any]) -> str:
 
 def write(results_dir: Path, out: Path | None = None) -> dict[str, Path]:
     """Build the leaderboard of `results_dir` and write LEADERBOARD.md, leaderboard.csv and leaderboard.html."""
-    from harness.results import write_atomic
+    from harness.results import check_output_folder, write_atomic
 
+    if not Path(results_dir).is_dir():
+        raise UsageError(f"results folder '{results_dir}' does not exist")
+    check_output_folder(Path(out or results_dir), "--out")
     runs = collect(results_dir)
     if not runs:
         raise UsageError(f"no runs (results.json) under '{results_dir}'")

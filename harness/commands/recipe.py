@@ -97,9 +97,16 @@ def plan(recipe: Recipe, limit: int | None, extra: list[str]) -> list[dict[str, 
     from harness.commands.estimate import estimate
     from harness.commands.setup import instantiate
     from harness.devices import GIB
-    from harness.params import parse_set_options
+    from harness.models.loading import resolve_model
+    from harness.params import override_params, parse_set_options
     from harness.registry import SUITES
 
+    # every entry's settings are checked as its run will see them: scopes of the whole recipe, sampling values
+    scopes = ["sampling", *dict.fromkeys(m for e in recipe.runs for m in e.method.split("+")), *recipe.suites]
+    sampling = resolve_model(recipe.model).sampling
+    for entry in recipe.runs:
+        parsed = parse_set_options([*recipe.settings, *entry.settings, *extra], scopes)
+        override_params(sampling, parsed["sampling"], "sampling")
     rows = []
     for entry in recipe.runs:
         methods = entry.method.split("+")
@@ -142,9 +149,11 @@ def run_recipe(recipe: Recipe, limit: int | None, extra: list[str], output_dir: 
     """Every run in order (cached and resumable), then the leaderboard of `output_dir`."""
     from harness.commands.leaderboard import write
     from harness.commands.run import RunOptions, run
+    from harness.results import check_output_folder
 
     if not recipe.runs:
         raise UsageError(f"recipe {recipe.name} has no runs")
+    check_output_folder(output_dir, "--output-dir")
     for entry in recipe.runs:
         run(RunOptions(model=recipe.model, methods=entry.method.split("+"), suites=list(recipe.suites), limit=limit,
                        seed_mode=recipe.seed_mode, device=device, batch_size=recipe.batch_size,

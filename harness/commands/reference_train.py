@@ -389,6 +389,10 @@ def check_can_compile(config: TrainConfig, device: str) -> None:
 def train(out: Path, work: Path, config: TrainConfig = TrainConfig(), device: str = "cpu",
           progress: bool = True) -> Path:
     """Train (or resume) and save the reference pipeline into `out`; returns `out`."""
+    from harness.results import check_output_folder
+
+    check_output_folder(out, "--out")
+    check_output_folder(work, "--work-dir")
     check_can_compile(config, device)
     out.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)

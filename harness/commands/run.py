@@ -111,7 +111,7 @@ def chain_identity(compressors: list[Any], inputs: list[dict[str, str]]) -> tupl
 def plan_run(options: RunOptions) -> RunPlan:
     """Resolve and check everything a run needs, before any weight loads."""
     from harness.models.loading import resolve_model
-    from harness.results import check_writable
+    from harness.results import check_output_folder
 
     spec = resolve_model(options.model)
     suite_names = expand_suites(options.suites, spec.quality_suites)
@@ -130,7 +130,7 @@ def plan_run(options: RunOptions) -> RunPlan:
     if state.is_main_process:
         for suite in suites:
             suite.prepare()  # scoring models present offline? (fails before any generation)
-    check_writable(options.output_dir)
+    check_output_folder(options.output_dir, "--output-dir")
     return plan
 
 
@@ -332,6 +332,9 @@ def compress(options: RunOptions, save: Path) -> Path:
         COMPRESSORS.entry(name)
     # --set sampling.* sets what distillation draws at, and becomes the saved model's own sampling
     settings = parse_set_options(options.settings, ["sampling", *dict.fromkeys(options.methods)])
+    from harness.results import check_output_folder
+
+    check_output_folder(Path(save), "--save")
     if Path(save).exists() and any(Path(save).iterdir()):
         raise UsageError(f"--save '{save}' exists and is not empty: choose a new folder")
     spec = resolve_model(options.model)

@@ -59,14 +59,20 @@ def resolve_device(requested: str | None, state: Any) -> str:
     if state.num_processes > 1 and requested.startswith("cuda"):
         return str(state.device)  # one GPU per process
     try:
-        return str(torch.device(requested))
+        device = torch.device(requested)
     except RuntimeError:
         raise UsageError(f"--device '{requested}' is not a torch device (e.g. cpu, cuda, cuda:1)") from None
+    if device.type not in ("cpu", "cuda", "mps"):  # meta holds no data; others are not supported
+        raise UsageError(f"--device '{requested}': the harness runs on cpu, cuda or mps, not {device.type}")
+    return str(device)
 
 
 def process_context(options: ModelOptions) -> tuple[Any, Context]:
     """(accelerate's process state, the plugins' context) of a command's options: the process's device, the cache
     folder, and progress bars on the main process only."""
+    from harness.results import check_output_folder
+
+    check_output_folder(Path(options.cache_dir), "--cache-dir (or $HARNESS_CACHE_DIR)")
     state = distributed_state(options.device)
     context = Context(cache_dir=Path(options.cache_dir), device=resolve_device(options.device, state),
                       progress=options.progress and state.is_main_process)

@@ -84,9 +84,15 @@ def folder_sampling(family: Family, folder: Path) -> SamplingSettings:
 
 def resolve_model(name: str) -> ModelSpec:
     """A registered model name, a local diffusers folder, or a Hub repo id ("org/name")."""
+    if not name.strip():
+        raise UsageError("--model is empty: give a registered model name (see `harness list`), a local diffusers "
+                         "folder or a Hub repo id (org/name)")
     if name in MODELS.names():
         return MODELS.get(name)
     path = Path(name).expanduser()
+    if not path.exists() and (name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep in name[:1]):
+        raise UsageError(f"--model '{name}' does not exist (a path; registered models: "
+                         f"{', '.join(sorted(MODELS.names()))})")
     if path.exists():
         family = _family_of_folder(path)
         provenance = read_provenance(path)

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+MAX_STEPS = 1000  # flow-matching schedulers are trained on 1000 timesteps: more steps repeat them
+MAX_SIDE = 8192  # pixels; beyond it one image's latents alone exhaust a GPU's memory
 
 
 def dtype_name(dtype: Any) -> str:
@@ -25,10 +29,14 @@ class SamplingSettings:
     negative_prompt: str | None = ""  # for families that take one (Family.takes_negative_prompt); FLUX takes none
 
     def __post_init__(self) -> None:
-        if self.num_inference_steps < 1:
-            raise ValueError("num_inference_steps must be at least 1")
-        if self.height < 16 or self.width < 16:
-            raise ValueError("height and width must be at least 16 pixels")
+        if not 1 <= self.num_inference_steps <= MAX_STEPS:
+            raise ValueError(f"num_inference_steps must be between 1 and {MAX_STEPS} (the schedulers' training "
+                             f"timesteps), got {self.num_inference_steps}")
+        if not (16 <= self.height <= MAX_SIDE and 16 <= self.width <= MAX_SIDE):
+            raise ValueError(f"height and width must be between 16 and {MAX_SIDE} pixels, got "
+                             f"{self.height}x{self.width}")
+        if not (math.isfinite(self.guidance_scale) and self.guidance_scale >= 0):
+            raise ValueError(f"guidance_scale must be a finite number of at least 0, got {self.guidance_scale}")
         if self.max_sequence_length is not None and self.max_sequence_length < 1:
             raise ValueError("max_sequence_length must be at least 1")
 
