@@ -224,7 +224,7 @@ class Check(Command):
     description = ("Compare a run with a baseline run, metric by metric. A drop follows the metric's direction "
                    "(a latency or memory increase is a drop). Exit 0 when every metric is within its tolerance, 1 "
                    "when one is not, 2 on bad input. Example: harness check results/runs/NEW --baseline "
-                   "results/runs/BASE --max-drop geneval-shapes/overall=0.02 --max-drop latency/end_to_end=10%%")
+                   "results/runs/BASE --max-drop geneval-shapes/overall=0.02 --max-drop latency/end_to_end=10%")
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("run", type=Path, help="the run folder (or its results.json) to judge")

@@ -131,3 +131,18 @@ def test_the_page_sorts_plots_and_shows_images_in_a_browser(results, tmp_path):
         assert browser.save_screenshot(str(screenshot)) and screenshot.stat().st_size > 10_000
     finally:
         browser.quit()
+
+
+def test_markdown_escapes_names_that_hold_markup():
+    from harness.commands.leaderboard import markdown
+
+    name = "<img src=x onerror=alert(1)>|folder"
+    text = markdown({name: {"base": None, "quality": [], "rows": []}})
+    assert "<img" not in text and "&lt;img src=x onerror=alert(1)&gt;\\|folder" in text
+
+
+def test_check_help_shows_the_tolerance_as_typed():
+    from conftest import invoke
+
+    result = invoke("check", "--help")
+    assert "end_to_end=10%" in result.stdout and "10%%" not in result.stdout
