@@ -146,3 +146,14 @@ def test_check_help_shows_the_tolerance_as_typed():
 
     result = invoke("check", "--help")
     assert "end_to_end=10%" in result.stdout and "10%%" not in result.stdout
+
+
+def test_a_damaged_run_folder_is_skipped_with_a_warning_naming_it(results, tmp_path):
+    board = shutil.copytree(results, tmp_path / "board")
+    run_folders = sorted(p.parent for p in (board / "runs").glob("*/results.json"))
+    (run_folders[0] / "results.json").write_text("{half written")
+    (run_folders[1] / "samples.jsonl").write_text('{"record": "image"\n')
+    result = invoke("leaderboard", str(board))
+    assert result.returncode == 0, result.stderr
+    assert f"skips {run_folders[0]}" in result.stderr and f"skips {run_folders[1]}" in result.stderr
+    assert len(collect(board)) == len(run_folders) - 2

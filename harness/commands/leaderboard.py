@@ -32,15 +32,20 @@ DEVICE_SUITES = ("latency", "memory")
 
 
 def collect(results_dir: Path) -> list[Run]:
-    """Every readable run under `results_dir` (newest first)."""
+    """Every readable run under `results_dir` (newest first). A damaged run folder, or one of another schema, is
+    skipped with a warning naming it and why: one bad folder never stops a leaderboard of good ones."""
+    import sys
+
     runs = []
     for path in sorted(Path(results_dir).rglob("results.json")):
         if any(part.startswith(".staging-") for part in path.parts):
             continue
         try:
-            runs.append(load_run(path))
-        except UsageError:
-            continue  # another schema or a damaged file: not ours to show
+            run = load_run(path)  # results.json and samples.jsonl, both validated
+        except UsageError as exc:
+            print(f"harness: leaderboard skips {path.parent}: {exc}", file=sys.stderr)
+            continue
+        runs.append(run)
     return sorted(runs, key=lambda r: r.results.created, reverse=True)
 
 
