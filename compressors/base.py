@@ -24,6 +24,9 @@ class Compressor(Plugin):
     # whether `harness compress` can save what `apply` made (and a distilled chain can be cached): a quantiser whose
     # layers safetensors cannot hold says False, and is refused before any weight loads
     saves: ClassVar[bool] = True
+    # whether its saved layers are its own storage, rebuilt by `restore`: such a folder loads with `harness`, not with
+    # diffusers' plain from_pretrained (which knows nothing of them); the provenance file says so
+    stores_own_layers: ClassVar[bool] = False
 
     def cache_identity(self, inputs: dict[str, str] | None = None) -> tuple[str, str]:
         """(name, canonical parameters and `inputs`): what makes its images differ from every other chain's."""

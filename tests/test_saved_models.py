@@ -67,3 +67,24 @@ def test_distillation_draws_at_the_runs_sampling_and_compress_accepts_it(dirs, t
 
     provenance = json.loads((saved / "harness_provenance.json").read_text())
     assert (provenance["sampling"]["height"], provenance["sampling"]["width"]) == (32, 32)
+
+
+def test_the_provenance_says_which_loader_a_saved_folder_needs(dirs, tmp_path):
+    """A pruned folder loads with diffusers' plain from_pretrained, and says so; a quantised one does not (its
+    layers are bitsandbytes' storage, rebuilt by harness), and its provenance says that plainly."""
+    import json
+
+    from diffusers import StableDiffusion3Pipeline
+
+    for method in ("depth-last", "depth-last+nf4"):
+        saved = tmp_path / method
+        result = invoke("compress", "--model", "tiny-sd3", "--method", method, "--save", str(saved),
+                        "--cache-dir", str(dirs["cache"]), "--no-progress")
+        assert result.returncode == 0, result.stderr
+        loading = json.loads((saved / "harness_provenance.json").read_text())["loading"]
+        if method == "depth-last":
+            assert loading.startswith("diffusers' plain from_pretrained loads it")
+            pipeline = StableDiffusion3Pipeline.from_pretrained(saved, text_encoder_3=None, tokenizer_3=None)
+            assert len(pipeline.transformer.transformer_blocks) == 3
+        else:
+            assert loading.startswith("harness only") and "nf4" in loading

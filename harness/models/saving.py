@@ -68,6 +68,16 @@ def save_compressed(model: Any, folder: Path, recipe: list[dict[str, Any]], cost
             "dtype": dtype_name(model.dtype),
             "transformer_weight_bytes": weight_bytes(model.transformer),
         }
+        own = [s["name"] for s in recipe if COMPRESSORS.get(s["name"]).stores_own_layers]
+        if own or removed_components(provenance):
+            provenance["loading"] = (
+                f"harness only (`harness run --model {folder}`, or harness.models.loading.load_model): "
+                f"{'the ' + ', '.join(own) + ' layers are stored in their own format' if own else ''}"
+                f"{' and ' if own and removed_components(provenance) else ''}"
+                f"{'removed sub-components need stand-ins' if removed_components(provenance) else ''}, which "
+                "diffusers' plain from_pretrained does not rebuild")
+        else:
+            provenance["loading"] = "diffusers' plain from_pretrained loads it, or `harness run --model` this folder"
         (staging / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
         folder.parent.mkdir(parents=True, exist_ok=True)
         if folder.exists():

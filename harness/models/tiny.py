@@ -69,9 +69,10 @@ TINY_FLUX_TRANSFORMER: dict[str, Any] = {
 }
 
 
-def build_tiny_sd3() -> StableDiffusion3Pipeline:
-    """A random-weight SD3.5-Large-like pipeline (CLIP x2, no T5) in float32 on the CPU."""
-    return _build_sd3(TINY_SD3_TRANSFORMER)
+def build_tiny_sd3(transformer_config: dict[str, Any] | None = None) -> StableDiffusion3Pipeline:
+    """A random-weight SD3.5-Large-like pipeline (CLIP x2, no T5) in float32 on the CPU; `transformer_config`
+    replaces the tiny transformer's (for models of other configurations)."""
+    return _build_sd3(transformer_config or TINY_SD3_TRANSFORMER)
 
 
 def build_tiny_sd35_medium() -> StableDiffusion3Pipeline:
@@ -79,8 +80,9 @@ def build_tiny_sd35_medium() -> StableDiffusion3Pipeline:
     return _build_sd3(TINY_SD35_MEDIUM_TRANSFORMER)
 
 
-def build_tiny_flux() -> FluxPipeline:
-    """A random-weight FLUX.1-dev-like pipeline (CLIP + T5) in float32 on the CPU."""
+def build_tiny_flux(transformer_config: dict[str, Any] | None = None) -> FluxPipeline:
+    """A random-weight FLUX.1-dev-like pipeline (CLIP + T5) in float32 on the CPU; `transformer_config` replaces
+    the tiny transformer's."""
     import torch
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
 
@@ -89,7 +91,7 @@ def build_tiny_flux() -> FluxPipeline:
         text_encoder, tokenizer = clip_text_encoder(_CLIP_L_WIDTH, with_projection=False)
         text_encoder_2, tokenizer_2 = _t5()
         pipe = FluxPipeline(
-            transformer=FluxTransformer2DModel(**TINY_FLUX_TRANSFORMER),
+            transformer=FluxTransformer2DModel(**(transformer_config or TINY_FLUX_TRANSFORMER)),
             # FLUX.1-dev's scheduler: resolution-dependent shift
             scheduler=FlowMatchEulerDiscreteScheduler(
                 shift=3.0,

@@ -1,0 +1,85 @@
+"""Diffusers folders of configurations the presets do not have (another block count, sample size, head count; a
+dual-attention SD3.5-Medium-like model; FLUX with guidance embeddings), as a new user brings them: each runs at its
+own default size, compresses, and every bad try exits 2 with a message that names the fix, never a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import invoke, read_results, run_args
+
+from harness.models import tiny
+
+CONFIGS = {
+    # 6 blocks, 4 heads of 8, sample size 4 (32 px images), a positional table for up to 128 px
+    "sd3-6-blocks": ("sd3", {**tiny.TINY_SD3_TRANSFORMER, "num_layers": 6, "num_attention_heads": 4,
+                             "attention_head_dim": 8, "sample_size": 4, "pos_embed_max_size": 8}),
+    # SD3.5-Medium-like: 8 blocks, the first four dual-attention
+    "sd35m-8-blocks": ("sd3", {**tiny.TINY_SD3_TRANSFORMER, "num_layers": 8, "dual_attention_layers": (0, 1, 2, 3)}),
+    # FLUX-dev-like with guidance embeddings: 3 double + 1 single blocks, 4 heads
+    "flux-guidance": ("flux", {**tiny.TINY_FLUX_TRANSFORMER, "num_layers": 3, "num_single_layers": 1,
+                               "num_attention_heads": 4}),
+}
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    import diffusers
+    import torch
+
+    root = tmp_path_factory.mktemp("folder-models")
+    built = {}
+    for name, (family, config) in CONFIGS.items():
+        pipeline = (tiny.build_tiny_sd3 if family == "sd3" else tiny.build_tiny_flux)(config)
+        assert isinstance(pipeline, (diffusers.StableDiffusion3Pipeline, diffusers.FluxPipeline))
+        with torch.no_grad():
+            pipeline.save_pretrained(root / name)
+        built[name] = root / name
+    return built
+
+
+FAST = ("--limit", "1", "--set", "sampling.num_inference_steps=1", "--suite", "fidelity")
+SIZE = {"flux-guidance": ("--set", "sampling.height=64", "--set", "sampling.width=64")}  # FLUX's default is 1024
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_a_folder_model_runs_compressed_at_its_own_size(dirs, folders, name):
+    result = invoke(*run_args(dirs, "--model", str(folders[name]), "--method", "depth-last", *FAST,
+                              *SIZE.get(name, ())))
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = read_results(result.stdout)
+    sampling = results["suites"]["fidelity"]["sampling"]
+    if name == "sd3-6-blocks":
+        assert (sampling["height"], sampling["width"]) == (32, 32)  # sample size 4 x the VAE's 8
+    assert results["compression"]["steps"][0]["cost"]["removed_blocks"]
+    assert results["metrics"]["fidelity/psnr"] != "inf"
+
+
+@pytest.mark.parametrize(("name", "settings", "fragment"), [
+    ("sd3-6-blocks", ("sampling.height=1024", "sampling.width=1024"), "positional table"),
+    ("sd3-6-blocks", ("sampling.height=36",), "multiples of 16"),
+    ("sd35m-8-blocks", ("sampling.width=72",), "multiples of 16"),
+    ("flux-guidance", ("sampling.height=40", "sampling.width=64"), "multiples of 16"),
+])
+def test_a_size_the_folder_model_cannot_draw_names_the_fix(dirs, folders, name, settings, fragment):
+    result = invoke(*run_args(dirs, "--model", str(folders[name]), *FAST,
+                              *[a for s in settings for a in ("--set", s)]))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert fragment in result.stderr and "--set sampling.height=H" in result.stderr
+    assert not (dirs["cache"] / "images").exists()  # refused before any image
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_analyze_and_compress_work_on_folder_models(dirs, folders, tmp_path, name):
+    analyzed = invoke("analyze", "--model", str(folders[name]), "--metric", "fidelity/ssim", "--limit", "1",
+                      "--set", "sampling.num_inference_steps=1", *SIZE.get(name, ()), "--cache-dir",
+                      str(dirs["cache"]), "--out", str(tmp_path / "analysis"), "--no-progress")
+    assert analyzed.returncode == 0, analyzed.stderr[-3000:]
+    saved = tmp_path / "saved"
+    compressed = invoke("compress", "--model", str(folders[name]), "--method", "depth-importance+nf4", "--set",
+                        f"depth-importance.ranking={tmp_path / 'analysis' / 'contribution_ranking.json'}",
+                        *SIZE.get(name, ()), "--save", str(saved), "--cache-dir", str(dirs["cache"]), "--no-progress")
+    assert compressed.returncode == 0, compressed.stderr[-3000:]
+    reloaded = invoke(*run_args(dirs, "--model", str(saved), *FAST))
+    assert reloaded.returncode == 0, reloaded.stderr[-3000:]
