@@ -15,6 +15,10 @@ class Compressor(Plugin):
     (e.g. {"ablations": 190, "distillation_steps": 2000}); the harness adds the wall time.
     """
 
+    def check_plan(self, spec: Any) -> None:
+        """Refuse, before any weight loads, what this method cannot do for the model `spec` describes (a
+        UsageError naming the fix). By default it can do anything."""
+
     def inputs(self, model: Any) -> dict[str, str]:
         """What `apply` will read beyond its parameters, each by a digest of its content: a ranking it finds by
         itself, the files a path parameter names. Part of the chain's identity, so that a newer analysis or an edited

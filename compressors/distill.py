@@ -44,6 +44,14 @@ def _is_reference(model: Any) -> bool:
     return model.spec.name == "reference" or Path(model.source).resolve() == WEIGHTS_DIR.resolve()
 
 
+def needs_training_data(spec: Any) -> bool:
+    """Whether distilling the model `spec` describes needs `distill_data`: every model but the reference one, whose
+    world renders its own training pairs."""
+    from harness.models.reference import WEIGHTS_DIR
+
+    return not (spec.name == "reference" or (spec.repo_id and Path(spec.repo_id).resolve() == WEIGHTS_DIR.resolve()))
+
+
 class _Pairs:
     """An endless, seeded stream of (captions, uint8 images) batches at the model's sampling size."""
 

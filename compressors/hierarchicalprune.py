@@ -69,13 +69,17 @@ class HierarchicalPrune(DepthImportance):
         if ranking is not None:
             return self.choose_with_ranking(model, ranking, self.params.position_weight)
         cut = PUBLISHED_CUTS.get(model.spec.name)
+        if self.params.published_cut and cut is None:
+            raise UsageError(f"hierarchicalprune.published_cut: the release published cuts for "
+                             f"{', '.join(PUBLISHED_CUTS)} only, not for '{model.spec.argument}': drop published_cut "
+                             "to prune by this model's contribution ranking")
         default_budget = HierarchicalPruneParams().budget
         if cut is not None and (self.params.published_cut or self.params.budget == default_budget):
             return list(cut), {"selection": f"the release's published cut for {model.spec.name}"}
         raise UsageError(
             f"hierarchicalprune needs a contribution ranking of '{model.spec.name}' and none was found"
             + (f" (the published cut applies only at budget {default_budget})" if cut is not None else "")
-            + f": run `harness analyze --model {model.spec.name}` first, or pass "
+            + f": run `harness analyze --model {model.spec.argument}` first, or pass "
             "--set hierarchicalprune.ranking=<file> or an explicit --set hierarchicalprune.blocks=...")
 
     def prune(self, model: Any, ranking: Any | None) -> dict[str, Any]:
@@ -94,7 +98,7 @@ class HierarchicalPrune(DepthImportance):
 
         if ranking is None or ranking.granularity != "component":
             raise UsageError("hierarchicalprune.total_budget (the aggressive regime) needs a component ranking: run "
-                             f"`harness analyze --model {model.spec.name} --granularity component` first")
+                             f"`harness analyze --model {model.spec.argument} --granularity component` first")
         removed = cost["removed_blocks"]
         kept = block_topology(model.transformer)
         total = len(kept) + len(removed)

@@ -39,6 +39,8 @@ class PruningParams:
             raise ValueError(f"distill_lr must be above 0 (got {self.distill_lr})")
         if self.distill_batch_size < 1:
             raise ValueError(f"distill_batch_size must be at least 1 (got {self.distill_batch_size})")
+        if self.distill_data is not None and not Path(self.distill_data).expanduser().exists():
+            raise ValueError(f"distill_data '{self.distill_data}' does not exist")
         if self.feature_weight < 0 or self.task_weight < 0:
             raise ValueError(f"feature_weight and task_weight must be at least 0 (got {self.feature_weight}, "
                              f"{self.task_weight})")
@@ -79,6 +81,13 @@ class BlockPruning(Compressor):
     def ranking_for(self, model: Any) -> Any | None:
         """The contribution ranking this method chooses blocks and update intensities by (None: it uses none)."""
         return None
+
+    def check_plan(self, spec: Any) -> None:
+        from compressors.distill import needs_training_data
+
+        if self.params.distill_steps and self.params.distill_data is None and needs_training_data(spec):
+            raise UsageError(f"distilling '{spec.argument}' needs training data: pass --set {self.name}.distill_data="
+                             "<folder of images with .txt captions, or a .txt prompt list>")
 
     def inputs(self, model: Any) -> dict[str, str]:
         """The ranking `ranking_for` finds and the distillation data, by content."""
@@ -245,7 +254,7 @@ class DepthImportance(BlockPruning):
         if ranking is None:
             raise UsageError(
                 f"{self.name} needs a contribution ranking of '{model.spec.name}' and none was found: run "
-                f"`harness analyze --model {model.spec.name}` first (or pass --set {self.name}.ranking=<file>)")
+                f"`harness analyze --model {model.spec.argument}` first (or pass --set {self.name}.ranking=<file>)")
         return ranking
 
     def select_blocks(self, model: Any, ranking: Any | None) -> tuple[list[int], dict[str, Any]]:

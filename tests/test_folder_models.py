@@ -83,3 +83,34 @@ def test_analyze_and_compress_work_on_folder_models(dirs, folders, tmp_path, nam
     assert compressed.returncode == 0, compressed.stderr[-3000:]
     reloaded = invoke(*run_args(dirs, "--model", str(saved), *FAST))
     assert reloaded.returncode == 0, reloaded.stderr[-3000:]
+
+
+def test_hints_name_the_folder_and_the_published_cut_is_refused_plainly(dirs, folders):
+    folder = folders["sd3-6-blocks"]
+    result = invoke(*run_args(dirs, "--model", str(folder), "--method", "depth-importance", *FAST))
+    assert result.returncode == 2 and f"harness analyze --model {folder}" in result.stderr
+    result = invoke(*run_args(dirs, "--model", str(folder), "--method", "hierarchicalprune", "--set",
+                              "hierarchicalprune.published_cut=true", "--set", "hierarchicalprune.distill_steps=0",
+                              *FAST))
+    assert result.returncode == 2 and "published cuts for sd3.5-large-turbo" in result.stderr
+    assert "none was found" not in result.stderr
+
+
+def test_missing_training_data_is_refused_before_any_weight_loads(dirs, folders, monkeypatch):
+    import harness.commands.run as run_command
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was opened before the plan was refused")
+
+    monkeypatch.setattr(run_command, "open_model", never)
+    result = invoke(*run_args(dirs, "--model", str(folders["sd3-6-blocks"]), "--method", "depth-last", "--set",
+                              "depth-last.distill_steps=5", *FAST))
+    assert result.returncode == 2 and "needs training data" in result.stderr
+    assert f"distilling '{folders['sd3-6-blocks']}'" in result.stderr
+
+
+def test_a_folder_runs_in_its_stored_dtype_and_quietly(dirs, folders):
+    result = invoke(*run_args(dirs, "--model", str(folders["sd35m-8-blocks"]), *FAST))
+    assert result.returncode == 0, result.stderr
+    assert read_results(result.stdout)["model"]["dtype"] == "float32"  # saved in float32, not cast to bfloat16
+    assert "Loading pipeline components" not in result.stderr and "Loading weights" not in result.stderr

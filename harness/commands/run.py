@@ -122,6 +122,8 @@ def plan_run(options: RunOptions) -> RunPlan:
     settings = parse_set_options(options.settings, ["sampling", *dict.fromkeys(options.methods), *suite_names])
     state, context = process_context(options)
     compressors = instantiate(COMPRESSORS, options.methods, settings, context)
+    for compressor in compressors:
+        compressor.check_plan(spec)
     suites = instantiate(SUITES, suite_names, settings, context)
     # reads prompt files: fail early
     requests = {suite.name: suite.requests(options.limit) if suite.kind == "images" else [] for suite in suites}
@@ -340,6 +342,8 @@ def compress(options: RunOptions, save: Path) -> Path:
     spec = resolve_model(options.model)
     state, context = process_context(options)
     compressors = instantiate(COMPRESSORS, options.methods, settings, context)
+    for compressor in compressors:
+        compressor.check_plan(spec)
     if unsaved := [c.name for c in compressors if not c.saves]:
         raise UsageError(f"{', '.join(unsaved)} cannot be saved (its quantised layers are not safetensors): "
                          f"measure it with `harness run --method {'+'.join(options.methods)}` instead, which "

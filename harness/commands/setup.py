@@ -67,12 +67,23 @@ def resolve_device(requested: str | None, state: Any) -> str:
     return str(device)
 
 
+def _loading_bars(show: bool) -> None:
+    """diffusers' and transformers' own bars ("Loading pipeline components", "Loading weights") follow
+    --no-progress like the harness's."""
+    import diffusers.utils.logging
+    import transformers.utils.logging
+
+    for library in (diffusers.utils.logging, transformers.utils.logging):
+        (library.enable_progress_bar if show else library.disable_progress_bar)()
+
+
 def process_context(options: ModelOptions) -> tuple[Any, Context]:
     """(accelerate's process state, the plugins' context) of a command's options: the process's device, the cache
     folder, and progress bars on the main process only."""
     from harness.results import check_output_folder
 
     check_output_folder(Path(options.cache_dir), "--cache-dir (or $HARNESS_CACHE_DIR)")
+    _loading_bars(options.progress)
     state = distributed_state(options.device)
     context = Context(cache_dir=Path(options.cache_dir), device=resolve_device(options.device, state),
                       progress=options.progress and state.is_main_process)

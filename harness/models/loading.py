@@ -73,6 +73,23 @@ def _component_config(folder: Path, component: str) -> dict[str, Any]:
         return {}  # a missing or damaged config is reported when the pipeline loads
 
 
+_SAFETENSORS_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}
+
+
+def stored_dtype(folder: Path) -> str | None:
+    """The float dtype the folder's transformer weights are stored in (from a safetensors header), or None."""
+    for file in sorted((folder / "transformer").glob("*.safetensors")):
+        try:
+            with file.open("rb") as handle:
+                header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))
+        except (OSError, ValueError, UnicodeDecodeError):
+            return None  # a damaged file is reported when the pipeline loads
+        for name, entry in header.items():
+            if name != "__metadata__" and isinstance(entry, dict) and entry.get("dtype") in _SAFETENSORS_DTYPES:
+                return _SAFETENSORS_DTYPES[entry["dtype"]]
+    return None
+
+
 def folder_sampling(family: Family, folder: Path) -> SamplingSettings:
     """The family's default sampling at the folder's own image size (its transformer's default sample size times
     the VAE's scale, as diffusers' pipeline draws it), not a size its positional table may not cover."""
@@ -115,6 +132,7 @@ def resolve_model(name: str) -> ModelSpec:
             family=family.name,
             sampling=folder_sampling(family, path),  # `--set sampling.<field>=` overrides it
             transformer_config={},
+            dtype=stored_dtype(path) or ModelSpec.dtype,  # as stored; --dtype overrides it
             repo_id=str(path.resolve()),
         )
     if name.count("/") == 1 and not name.startswith((".", "/")):

@@ -79,3 +79,9 @@ class ModelSpec:
     def __post_init__(self) -> None:
         if (self.repo_id is None) == (self.build is None):
             raise ValueError(f"model '{self.name}' needs exactly one of repo_id or build")
+
+    @property
+    def argument(self) -> str:
+        """What to pass as --model to get this model again: a registered name, else the folder or Hub repo id it
+        was resolved from (a folder's `name` is only its basename)."""
+        return self.name if (self.transformer_config or self.build is not None) else (self.repo_id or self.name)
