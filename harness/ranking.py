@@ -174,7 +174,9 @@ def ablations_for(transformer: Any, granularity: Granularity) -> list[Any]:
 
 def heatmap_png(ranking: Ranking) -> bytes:
     """Blocks (rows) x components (columns), each cell coloured by the drop its removal causes: white for none,
-    red for a loss, blue for a gain, scaled to the largest absolute drop; the drop is written in the cell."""
+    red for a loss, blue for a gain, scaled to the largest absolute drop; the drop is written in the cell. With the
+    analysis's `block_kinds`, each row names its block's kind and a black rule marks where the kind changes (FLUX's
+    double-stream to single-stream blocks)."""
     from PIL import Image, ImageDraw, ImageFont
 
     from harness.models.surgery import Ablation
@@ -186,12 +188,15 @@ def heatmap_png(ranking: Ranking) -> bytes:
         name = ablation.component or "block"
         if name not in columns:
             columns.append(name)
+    kinds = {int(k): str(v) for k, v in (ranking.details.get("block_kinds") or {}).items()}
+    labels = [f"block {b}" + (f" {kinds[b]}" if b in kinds else "") for b in blocks]
     title = f"{ranking.metric}: drop after removal (base {ranking.base_score:.4g})"
     legend = "red: score lost on removal; blue: score gained"
     font = ImageFont.load_default()
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     text_width = max(measure.textlength(text, font=font) for text in (title, legend))
-    cell_w, cell_h, left, top = 92, 18, 60, 40
+    cell_w, cell_h, top = 92, 18, 40
+    left = int(max(measure.textlength(label, font=font) for label in labels)) + 12
     width = max(left + cell_w * len(columns) + 10, int(text_width) + 12)  # one column must not clip the captions
     height = top + cell_h * len(blocks) + 30
     image = Image.new("RGB", (width, height), "white")
@@ -200,8 +205,10 @@ def heatmap_png(ranking: Ranking) -> bytes:
     draw.text((4, 4), title, fill="black", font=font)
     for column, name in enumerate(columns):
         draw.text((left + column * cell_w + 4, top - 16), name, fill="black", font=font)
-    for row, block in enumerate(blocks):
-        draw.text((4, top + row * cell_h + 3), f"block {block}", fill="black", font=font)
+    for row, label in enumerate(labels):
+        draw.text((4, top + row * cell_h + 3), label, fill="black", font=font)
+        if row and kinds.get(blocks[row]) != kinds.get(blocks[row - 1]):
+            draw.line((0, top + row * cell_h - 1, width, top + row * cell_h - 1), fill="black", width=1)
     for key, ablation in parsed.items():
         row, column = blocks.index(ablation.block), columns.index(ablation.component or "block")
         drop = ranking.drop(key)

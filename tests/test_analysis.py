@@ -106,3 +106,14 @@ def test_the_released_ranking_loads_with_a_base_score():
     assert min(sensitivity[b] for b in range(0, 5)) > max(sensitivity[b] for b in (25, 26, 27, 28))
     with pytest.raises(Exception, match="holds no base score"):
         load_ranking(path)
+
+
+def test_the_flux_heatmap_marks_double_and_single_blocks(dirs):
+    _analyze(dirs, "--model", "tiny-flux", "--metric", "fidelity/ssim")
+    ranking = load_ranking(dirs["out"] / "contribution_ranking.json")
+    assert ranking.details["block_kinds"] == {"0": "flux-double", "1": "flux-double", "2": "flux-single",
+                                              "3": "flux-single"}
+    pixels = np.asarray(Image.open(io.BytesIO((dirs["out"] / HEATMAP_FILE).read_bytes())).convert("L"))
+    rule = 40 + 2 * 18 - 1  # above the first single-stream block's row (top 40, rows of 18 px)
+    assert (pixels[rule] < 50).mean() > 0.9  # a black rule across the image
+    assert (pixels[40 + 18 - 1] < 50).mean() < 0.5  # none between two double-stream blocks

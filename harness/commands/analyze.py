@@ -103,12 +103,14 @@ def analyze(options: AnalyzeOptions) -> Path:
 
     from harness.environment import package_versions
     from harness.models.spec import dtype_name
+    from harness.models.topology import block_topology
 
     ranking = Ranking(
         metric_key, metric.higher_is_better, options.granularity, base_score,
         {a.key: done[a.key] for a in ablations},
         model={"name": model.spec.name, "fingerprint": model.fingerprint, "source": model.source},
         details={"created": datetime.now(timezone.utc).isoformat(), "samples": len(requests),
+                 "block_kinds": {str(b.index): b.kind for b in block_topology(model.transformer)},
                  "limit": options.limit, "suite_params": suite.resolved_params(), "sampling": sampling.as_dict(),
                  "seed": options.seed, "seed_mode": options.seed_mode, "batch_size": options.batch_size,
                  "device": str(model.device), "dtype": dtype_name(model.dtype),
