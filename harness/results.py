@@ -117,9 +117,9 @@ def new_run_id(model: str, method: str, now: datetime | None = None) -> str:
     return f"{now.strftime('%Y%m%dT%H%M%S%fZ')}_{slug}"
 
 
-def check_output_folder(folder: Path, option: str) -> None:
-    """Fail before any work unless `folder` is a folder this process can write into, or can be made one (the nearest
-    existing parent is a writable folder); `option` names where the path came from. Creates nothing."""
+def check_output_folder(folder: Path, option: str, what: str = "files") -> None:
+    """Fail before any work unless `folder` is a folder this process can write `what` into, or can be made one (the
+    nearest existing parent is a writable folder); `option` names where the path came from. Creates nothing."""
     from harness.errors import UsageError
 
     folder = Path(folder).expanduser()
@@ -127,11 +127,13 @@ def check_output_folder(folder: Path, option: str) -> None:
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        what = "is a file" if existing == folder else f"lies under '{existing}', which is a file"
-        raise UsageError(f"{option} '{folder}' {what}, not a folder: choose another {option}")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UsageError(f"{option} '{folder}' cannot be written ('{existing}' is read-only for this user): "
-                         f"choose another {option}")
+        reason = "it is a file" if existing == folder else f"'{existing}' is a file"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        reason = f"'{existing}' is read-only for this user"
+    else:
+        return
+    raise UsageError(f"cannot write {what} to '{folder}' ({option}): {reason}, not a writable folder; choose another "
+                     f"{option}")
 
 
 def record_row(what: str, suite: str, fields: dict[str, Any]) -> dict[str, Any]:

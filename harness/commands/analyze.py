@@ -58,7 +58,7 @@ def analyze(options: AnalyzeOptions) -> Path:
     if options.output_dir is not None:
         from harness.results import check_output_folder
 
-        check_output_folder(options.output_dir, "--out")
+        check_output_folder(options.output_dir, "--out", "the ranking")
     requests = suite.requests(options.limit)
     override_params(spec.sampling, settings["sampling"], "sampling")  # fail before loading
 

@@ -372,7 +372,7 @@ def write(results_dir: Path, out: Path | None = None) -> dict[str, Path]:
 
     if not Path(results_dir).is_dir():
         raise UsageError(f"results folder '{results_dir}' does not exist")
-    check_output_folder(Path(out or results_dir), "--out")
+    check_output_folder(Path(out or results_dir), "--out", "the leaderboard")
     runs = collect(results_dir)
     if not runs:
         raise UsageError(f"no runs (results.json) under '{results_dir}'")

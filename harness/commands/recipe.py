@@ -153,7 +153,7 @@ def run_recipe(recipe: Recipe, limit: int | None, extra: list[str], output_dir: 
 
     if not recipe.runs:
         raise UsageError(f"recipe {recipe.name} has no runs")
-    check_output_folder(output_dir, "--output-dir")
+    check_output_folder(output_dir, "--output-dir", "the recipe's runs")
     for entry in recipe.runs:
         run(RunOptions(model=recipe.model, methods=entry.method.split("+"), suites=list(recipe.suites), limit=limit,
                        seed_mode=recipe.seed_mode, device=device, batch_size=recipe.batch_size,

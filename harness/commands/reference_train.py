@@ -391,8 +391,8 @@ def train(out: Path, work: Path, config: TrainConfig = TrainConfig(), device: st
     """Train (or resume) and save the reference pipeline into `out`; returns `out`."""
     from harness.results import check_output_folder
 
-    check_output_folder(out, "--out")
-    check_output_folder(work, "--work-dir")
+    check_output_folder(out, "--out", "the trained model")
+    check_output_folder(work, "--work-dir", "checkpoints")
     check_can_compile(config, device)
     out.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)

@@ -132,7 +132,7 @@ def plan_run(options: RunOptions) -> RunPlan:
     if state.is_main_process:
         for suite in suites:
             suite.prepare()  # scoring models present offline? (fails before any generation)
-    check_output_folder(options.output_dir, "--output-dir")
+    check_output_folder(options.output_dir, "--output-dir", "results")
     return plan
 
 
@@ -336,7 +336,7 @@ def compress(options: RunOptions, save: Path) -> Path:
     settings = parse_set_options(options.settings, ["sampling", *dict.fromkeys(options.methods)])
     from harness.results import check_output_folder
 
-    check_output_folder(Path(save), "--save")
+    check_output_folder(Path(save), "--save", "the compressed pipeline")
     if Path(save).exists() and any(Path(save).iterdir()):
         raise UsageError(f"--save '{save}' exists and is not empty: choose a new folder")
     spec = resolve_model(options.model)

@@ -82,7 +82,7 @@ def process_context(options: ModelOptions) -> tuple[Any, Context]:
     folder, and progress bars on the main process only."""
     from harness.results import check_output_folder
 
-    check_output_folder(Path(options.cache_dir), "--cache-dir (or $HARNESS_CACHE_DIR)")
+    check_output_folder(Path(options.cache_dir), "--cache-dir (or $HARNESS_CACHE_DIR)", "the cache")
     _loading_bars(options.progress)
     state = distributed_state(options.device)
     context = Context(cache_dir=Path(options.cache_dir), device=resolve_device(options.device, state),
