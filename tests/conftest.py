@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.models import tiny as _tiny
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 
@@ -99,3 +101,33 @@ def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     assert install.returncode == 0, install.stderr
     return target
+
+
+# Diffusers folders of configurations no preset has, as a new user brings them (tests/test_folder_models.py,
+# tests/test_bad_input_commands.py)
+FOLDER_CONFIGS = {
+    # 6 blocks, 4 heads of 8, sample size 4 (32 px images), a positional table for up to 128 px
+    "sd3-6-blocks": ("sd3", {**_tiny.TINY_SD3_TRANSFORMER, "num_layers": 6, "num_attention_heads": 4,
+                             "attention_head_dim": 8, "sample_size": 4, "pos_embed_max_size": 8}),
+    # SD3.5-Medium-like: 8 blocks, the first four dual-attention
+    "sd35m-8-blocks": ("sd3", {**_tiny.TINY_SD3_TRANSFORMER, "num_layers": 8, "dual_attention_layers": (0, 1, 2, 3)}),
+    # FLUX-dev-like with guidance embeddings: 3 double + 1 single blocks, 4 heads
+    "flux-guidance": ("flux", {**_tiny.TINY_FLUX_TRANSFORMER, "num_layers": 3, "num_single_layers": 1,
+                               "num_attention_heads": 4}),
+}
+
+
+@pytest.fixture(scope="session")
+def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    import diffusers
+    import torch
+
+    root = tmp_path_factory.mktemp("folder-models")
+    built = {}
+    for name, (family, config) in FOLDER_CONFIGS.items():
+        pipeline = (_tiny.build_tiny_sd3 if family == "sd3" else _tiny.build_tiny_flux)(config)
+        assert isinstance(pipeline, (diffusers.StableDiffusion3Pipeline, diffusers.FluxPipeline))
+        with torch.no_grad():
+            pipeline.save_pretrained(root / name)
+        built[name] = root / name
+    return built

@@ -4,40 +4,9 @@ own default size, compresses, and every bad try exits 2 with a message that name
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from conftest import FOLDER_CONFIGS as CONFIGS
 from conftest import invoke, read_results, run_args
-
-from harness.models import tiny
-
-CONFIGS = {
-    # 6 blocks, 4 heads of 8, sample size 4 (32 px images), a positional table for up to 128 px
-    "sd3-6-blocks": ("sd3", {**tiny.TINY_SD3_TRANSFORMER, "num_layers": 6, "num_attention_heads": 4,
-                             "attention_head_dim": 8, "sample_size": 4, "pos_embed_max_size": 8}),
-    # SD3.5-Medium-like: 8 blocks, the first four dual-attention
-    "sd35m-8-blocks": ("sd3", {**tiny.TINY_SD3_TRANSFORMER, "num_layers": 8, "dual_attention_layers": (0, 1, 2, 3)}),
-    # FLUX-dev-like with guidance embeddings: 3 double + 1 single blocks, 4 heads
-    "flux-guidance": ("flux", {**tiny.TINY_FLUX_TRANSFORMER, "num_layers": 3, "num_single_layers": 1,
-                               "num_attention_heads": 4}),
-}
-
-
-@pytest.fixture(scope="module")
-def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    import diffusers
-    import torch
-
-    root = tmp_path_factory.mktemp("folder-models")
-    built = {}
-    for name, (family, config) in CONFIGS.items():
-        pipeline = (tiny.build_tiny_sd3 if family == "sd3" else tiny.build_tiny_flux)(config)
-        assert isinstance(pipeline, (diffusers.StableDiffusion3Pipeline, diffusers.FluxPipeline))
-        with torch.no_grad():
-            pipeline.save_pretrained(root / name)
-        built[name] = root / name
-    return built
-
 
 FAST = ("--limit", "1", "--set", "sampling.num_inference_steps=1", "--suite", "fidelity")
 SIZE = {"flux-guidance": ("--set", "sampling.height=64", "--set", "sampling.width=64")}  # FLUX's default is 1024
