@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         cache = ImageCache(harness_dir)
         keys = [k for b in plan_batches(setup, requests, args.batch_size) for k in b.keys]
         identical = all(
-            np.array_equal(cache.read(key), np.array(Image.open(bare_dir / f"{i:06d}.png").convert("RGB")))
+            np.array_equal(cache.read(key)[0], np.array(Image.open(bare_dir / f"{i:06d}.png").convert("RGB")))
             for i, key in enumerate(keys)
         )
     print(f"warm-up: harness {n / warm_harness:.2f} img/s, bare {n / warm_bare:.2f} img/s; "

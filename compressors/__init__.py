@@ -20,3 +20,12 @@ COMPRESSORS.register("int8", "compressors.quantize:BitsAndBytes8Bit",
 COMPRESSORS.register("torchao-int8", "compressors.quantize:TorchAOInt8", "torchao int8 weight-only quantisation.")
 COMPRESSORS.register("torchao-int4", "compressors.quantize:TorchAOInt4",
                      "torchao int4 weight-only quantisation, per-group scales (packed on CUDA).")
+COMPRESSORS.register("fbcache", "compressors.caching:FirstBlockCache",
+                     "Step cache (diffusers First-Block Cache): skip the other blocks when the first block's residual "
+                     "changed less than `threshold` since the last computed step.")
+COMPRESSORS.register("taylorseer", "compressors.caching:TaylorSeer",
+                     "Step cache (diffusers TaylorSeer): compute attention every `cache_interval` steps, predict it "
+                     "by a Taylor expansion in between.")
+COMPRESSORS.register("pab", "compressors.caching:PyramidAttentionBroadcast",
+                     "Step cache (diffusers Pyramid Attention Broadcast): reuse attention outputs for `skip_range` "
+                     "steps within a timestep range.")

@@ -5,7 +5,20 @@ from __future__ import annotations
 import json
 from typing import Any, ClassVar
 
+from harness.errors import UsageError
 from harness.plugin import Plugin
+
+# The stages of a chain, in the order they run: what removes or retrains blocks, what changes how weights are stored,
+# what hooks the blocks to reuse earlier steps' outputs, what compiles the result. A later stage never rebuilds what an
+# earlier one made, so a chain must list its steps in this order. The last two change how the pipeline runs, not
+# what it stores ("runtime" steps): they are applied again after a stored model loads.
+STAGES: tuple[str, ...] = ("structure", "weights", "step-cache", "compile")
+RUNTIME_STAGES: tuple[str, ...] = ("step-cache", "compile")
+_WHY_ORDER = {
+    "structure": "pruning and distillation rebuild the blocks that later steps quantise, hook or compile",
+    "weights": "quantisation replaces the layers that a step cache hooks and a compiler traces",
+    "step-cache": "a compiler must trace the cache hooks to keep them",
+}
 
 
 class Compressor(Plugin):
@@ -25,6 +38,8 @@ class Compressor(Plugin):
         file never reuses images made from the old one. Asked once per run, on the model before the chain."""
         return {}
 
+    stage: ClassVar[str] = "structure"  # one of STAGES: where in a chain it runs
+
     # whether `harness compress` can save what `apply` made (and a distilled chain can be cached): a quantiser whose
     # layers safetensors cannot hold says False, and is refused before any weight loads
     saves: ClassVar[bool] = True
@@ -40,6 +55,11 @@ class Compressor(Plugin):
     @property
     def changes_model(self) -> bool:
         return True
+
+    @property
+    def runtime(self) -> bool:
+        """Whether it changes how the pipeline runs rather than what it stores (applied again after loading)."""
+        return self.stage in RUNTIME_STAGES
 
     def apply(self, model: Any) -> dict[str, Any]:
         raise NotImplementedError
@@ -58,8 +78,20 @@ class Compressor(Plugin):
     def apply_structure(self, model: Any) -> dict[str, Any]:
         """The structural part of `apply` on a weight-free (meta-device) model, for `harness estimate`: what it
         removes or how it stores weights, without data or training. Returns what it did."""
-        from harness.errors import UsageError
-
         if not self.changes_model:
             return {}
         raise UsageError(f"{self.name} has no weight-free estimate (it does not implement apply_structure)")
+
+
+def check_chain_order(compressors: list[Compressor]) -> None:
+    """Refuse a chain whose steps are not in stage order, or that has two runtime steps of one stage, naming the
+    order to use."""
+    for earlier, later in zip(compressors, compressors[1:], strict=False):
+        ordered = sorted(compressors, key=lambda c: STAGES.index(c.stage))
+        fix = "+".join(c.name for c in ordered)
+        if STAGES.index(later.stage) < STAGES.index(earlier.stage):
+            raise UsageError(f"'{later.name}' ({later.stage}) cannot run after '{earlier.name}' ({earlier.stage}): "
+                             f"{_WHY_ORDER[later.stage]}; use --method {fix}")
+        if later.stage == earlier.stage and later.runtime:
+            raise UsageError(f"'{earlier.name}' and '{later.name}' are both {later.stage} steps, which would hook "
+                             f"or compile the same blocks twice: choose one")

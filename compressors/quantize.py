@@ -92,6 +92,7 @@ class WeightQuantiser(Compressor):
     """Base of the quantisers: their weight-free estimate measures real quantised layers of each shape; a saved
     model's quantised layers are rebuilt by `restore_linear`."""
 
+    stage = "weights"
     stores_own_layers = True
 
     def apply_structure(self, model: Any) -> dict[str, Any]:

@@ -122,6 +122,8 @@ class List(Command):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("kind", nargs="?", choices=sorted(REGISTRIES), help="only this kind (default: all)")
+        parser.add_argument("--params", action="store_true",
+                            help="under each method and suite, its parameters (--set NAME.KEY=VALUE): type and default")
 
     def run(self, args: argparse.Namespace) -> None:
         for name_of_kind, registry in REGISTRIES.items():
@@ -135,6 +137,11 @@ class List(Command):
                 origin = registry.entry(name).origin
                 suffix = "" if origin == "builtin" else f" [{origin}]"
                 print(f"{'  ' if args.kind is None else ''}{name:<{width}}  {registry.describe(name)}{suffix}")
+                if args.params and name_of_kind != "models":
+                    indent = "    " if args.kind is None else "  "
+                    for field in dataclasses.fields(registry.get(name).Params):
+                        default = field.default_factory() if field.default is dataclasses.MISSING else field.default
+                        print(f"{indent}  {name}.{field.name}: {field.type} = {default!r}")
 
 
 class Run(Command):

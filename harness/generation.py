@@ -53,6 +53,9 @@ class Sample:
     seed: int
     image: np.ndarray  # H x W x 3 uint8, exactly as cached
     path: Path
+    # what the transformer computed for the image's batch (harness.models.denoising.TransformerCalls.as_dict), as
+    # recorded beside its pixels; None for an image cached before the harness recorded it
+    transformer_calls: dict[str, Any] | None = None
 
 
 def image_seed(base_seed: int, prompt_index: int, sample_index: int) -> int:
@@ -138,10 +141,11 @@ def plan_batches(setup: GenerationSetup, requests: Sequence[ImageRequest], batch
 
 class ImageCache:
     """PNG files under `root`, one per cache key, each written atomically (temporary file + rename) with a digest of
-    its key and pixels in a text chunk. What is read is checked against it: a truncated, garbled or replaced file
-    (also another key's image) is never used."""
+    its key, pixels and what the transformer computed for it in text chunks. What is read is checked against it: a
+    truncated, garbled or replaced file (also another key's image) is never used."""
 
     DIGEST_CHUNK = "harness-sha256"
+    CALLS_CHUNK = "harness-transformer-calls"
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -150,25 +154,25 @@ class ImageCache:
         return self.root / "images" / key[:2] / f"{key}.png"
 
     @staticmethod
-    def digest(key: str, image: np.ndarray) -> str:
-        header = f"{key}:{image.shape}:{image.dtype}".encode()
-        return hashlib.sha256(header + np.ascontiguousarray(image).tobytes()).hexdigest()
+    def digest(key: str, image: np.ndarray, calls: str | None = None) -> str:
+        header = f"{key}:{image.shape}:{image.dtype}" + (f":{calls}" if calls is not None else "")
+        return hashlib.sha256(header.encode() + np.ascontiguousarray(image).tobytes()).hexdigest()
 
-    def _load(self, key: str) -> tuple[np.ndarray | None, str]:
-        """The verified pixels, or None and why they cannot be used."""
+    def _load(self, key: str) -> tuple[np.ndarray | None, dict[str, Any] | None, str]:
+        """The verified pixels and transformer calls, or None and why they cannot be used."""
         from PIL import Image
 
         try:
             with Image.open(self.path(key)) as file:
                 image = np.array(file.convert("RGB"))
-                recorded = file.info.get(self.DIGEST_CHUNK)
+                recorded, calls = file.info.get(self.DIGEST_CHUNK), file.info.get(self.CALLS_CHUNK)
         except (OSError, ValueError, SyntaxError) as exc:  # PIL's errors for files it cannot decode
-            return None, f"cannot be decoded: {exc}"
+            return None, None, f"cannot be decoded: {exc}"
         if recorded is None:
-            return None, "carries no harness digest (not written by this cache, or by a version before digests)"
-        if recorded != self.digest(key, image):
-            return None, "its pixels do not match the digest recorded when it was written (replaced or damaged)"
-        return image, ""
+            return None, None, "carries no harness digest (not written by this cache, or by a version before digests)"
+        if recorded != self.digest(key, image, calls):
+            return None, None, "its pixels do not match the digest recorded when it was written (replaced or damaged)"
+        return image, None if calls is None else json.loads(calls), ""
 
     def usable(self, key: str) -> bool:
         """Whether a verified image is cached under `key`; a file that fails the check is deleted, with a warning
@@ -176,25 +180,29 @@ class ImageCache:
         path = self.path(key)
         if not path.is_file():
             return False
-        image, problem = self._load(key)
+        image, _, problem = self._load(key)
         if image is None:
             print(f"harness: cached image {path} {problem}: regenerating it", file=sys.stderr)
             path.unlink(missing_ok=True)
         return image is not None
 
-    def read(self, key: str) -> np.ndarray:
-        image, problem = self._load(key)
+    def read(self, key: str) -> tuple[np.ndarray, dict[str, Any] | None]:
+        """The verified pixels and the transformer calls recorded with them (None if none were)."""
+        image, calls, problem = self._load(key)
         if image is None:
             raise UsageError(f"cached image {self.path(key)} {problem}; run the command again to regenerate it")
-        return image
+        return image, calls
 
-    def write(self, key: str, image: np.ndarray) -> None:
+    def write(self, key: str, image: np.ndarray, calls: dict[str, Any] | None = None) -> None:
         from PIL import Image, PngImagePlugin
 
         from harness.results import write_atomic
 
         info = PngImagePlugin.PngInfo()
-        info.add_text(self.DIGEST_CHUNK, self.digest(key, image))
+        calls_text = None if calls is None else json.dumps(calls, sort_keys=True)
+        if calls_text is not None:
+            info.add_text(self.CALLS_CHUNK, calls_text)
+        info.add_text(self.DIGEST_CHUNK, self.digest(key, image, calls_text))
         buffer = io.BytesIO()
         Image.fromarray(image).save(buffer, format="PNG", pnginfo=info)
         write_atomic(self.path(key), buffer.getvalue())
@@ -241,6 +249,8 @@ def generate(
     import torch
     from tqdm.auto import tqdm
 
+    from harness.models.denoising import denoising_scope
+
     all_batches = plan_batches(setup, requests, batch_size)
     batches = [b for b in all_batches if b.index % world_size == rank]
     stats = GenerationStats()
@@ -278,7 +288,7 @@ def generate(
                                           model.dtype)
             else:
                 noise = prompt_noise(batch)
-            with torch.inference_mode():
+            with torch.inference_mode(), denoising_scope(pipeline.transformer, count=True) as calls:
                 output = pipeline(
                     prompt=[r.prompt for r in batch.requests],
                     latents=noise,
@@ -287,7 +297,7 @@ def generate(
                 )
             for key, image in zip(batch.keys, to_uint8(np.asarray(output.images)), strict=True):
                 if key in missing:  # a batch runs whole (its pixels depend on it), but only new images are written
-                    cache.write(key, image)
+                    cache.write(key, image, calls.as_dict())
                     stats.generated += 1
                     bar.update(1)
     stats.seconds = time.perf_counter() - started
@@ -300,5 +310,6 @@ def load_samples(cache: ImageCache, setup: GenerationSetup, requests: Sequence[I
     samples = []
     for batch in plan_batches(setup, requests, batch_size):
         for request, key in zip(batch.requests, batch.keys, strict=True):
-            samples.append(Sample(request, setup.seed_of(request), cache.read(key), cache.path(key)))
+            image, calls = cache.read(key)
+            samples.append(Sample(request, setup.seed_of(request), image, cache.path(key), calls))
     return samples

@@ -231,6 +231,9 @@ class SuiteRecord:
     samples_scored: int = 0
     notes: list[str] = field(default_factory=list)
     artifacts: list[str] = field(default_factory=list)
+    # what the transformer computed for the scored images (harness.models.denoising.summarize_calls); None for
+    # measurement suites and images cached before it was recorded
+    transformer_calls: dict[str, Any] | None = None
 
 
 @dataclass
@@ -273,6 +276,9 @@ class RunResult:
 
     def to_json(self) -> dict[str, Any]:
         document = dataclasses.asdict(self)
+        for suite in document["suites"].values():  # written only where known, so older documents round-trip
+            if suite["transformer_calls"] is None:
+                del suite["transformer_calls"]
         return {"schema_version": document.pop("schema_version"), **document}
 
     @classmethod

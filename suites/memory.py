@@ -21,6 +21,7 @@ from harness.devices import CONTEXT_ALLOWANCE_GIB, GIB, PROFILES, fits
 from harness.errors import UsageError
 from harness.memory import PeakMemory, cuda_index
 from harness.metrics import Metric, MetricValue
+from harness.models.denoising import denoising_scope
 from suites.base import MeasurementSuite, SuiteResult
 
 _TEXT_ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3")
@@ -98,7 +99,7 @@ class MemorySuite(MeasurementSuite):
             torch.cuda.set_per_process_memory_fraction(min(1.0, cap.memory_gib * GIB / total), index)
         out_of_memory = False
         try:
-            with PeakMemory(model.device) as inference, torch.inference_mode():
+            with PeakMemory(model.device) as inference, torch.inference_mode(), denoising_scope(model.transformer):
                 pipeline(prompt=[params.prompt] * params.batch_size, output_type="np",
                          generator=torch.Generator("cpu").manual_seed(0),
                          **family.call_kwargs(sampling, params.batch_size))
@@ -110,7 +111,7 @@ class MemorySuite(MeasurementSuite):
                                                    embeds.shape[1], model.device, model.dtype,
                                                    torch.Generator().manual_seed(0))
                 del embeds
-                with PeakMemory(model.device) as forward:
+                with PeakMemory(model.device) as forward, denoising_scope(model.transformer):
                     model.transformer(**inputs)
         except torch.cuda.OutOfMemoryError:
             out_of_memory = True

@@ -35,7 +35,7 @@ def requests(samples: int = 1) -> list[ImageRequest]:
 
 
 def images(cache: ImageCache, setup, reqs, batch_size) -> list[np.ndarray]:
-    return [cache.read(k) for b in plan_batches(setup, reqs, batch_size) for k in b.keys]
+    return [cache.read(k)[0] for b in plan_batches(setup, reqs, batch_size) for k in b.keys]
 
 
 def test_batch_plan_is_fixed_and_keys_name_their_batch(model):

@@ -18,7 +18,7 @@ def estimate(model_name: str, methods: list[str], settings: list[str]) -> dict[s
     """Weight bytes per component and transformer FLOPs per step, before and after the chain."""
     from types import SimpleNamespace
 
-    from harness.commands.setup import instantiate
+    from harness.commands.setup import instantiate_chain
     from harness.flops import transformer_flops
     from harness.models.architecture import build_architecture, text_tokens_of
     from harness.models.footprint import parameter_count, weight_bytes
@@ -29,7 +29,7 @@ def estimate(model_name: str, methods: list[str], settings: list[str]) -> dict[s
     spec = resolve_model(model_name)
     for name in methods:
         COMPRESSORS.entry(name)
-    compressors = instantiate(COMPRESSORS, methods, parse_set_options(settings, list(dict.fromkeys(methods))))
+    compressors = instantiate_chain(methods, parse_set_options(settings, list(dict.fromkeys(methods))))
     components = build_architecture(spec)
     sampling = spec.sampling
     tokens = text_tokens_of(spec, sampling, components)

@@ -21,7 +21,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from harness.commands.setup import GenerationOptions, expand_suites, instantiate, open_model, process_context
+from harness.commands.setup import (
+    GenerationOptions,
+    expand_suites,
+    instantiate,
+    instantiate_chain,
+    open_model,
+    process_context,
+)
 from harness.context import Context
 from harness.errors import UsageError
 from harness.generation import GenerationSetup, GenerationStats, ImageCache, load_samples
@@ -121,9 +128,7 @@ def plan_run(options: RunOptions) -> RunPlan:
         SUITES.entry(name)
     settings = parse_set_options(options.settings, ["sampling", *dict.fromkeys(options.methods), *suite_names])
     state, context = process_context(options)
-    compressors = instantiate(COMPRESSORS, options.methods, settings, context)
-    for compressor in compressors:
-        compressor.check_plan(spec)
+    compressors = instantiate_chain(options.methods, settings, context, spec)
     suites = instantiate(SUITES, suite_names, settings, context)
     # reads prompt files: fail early
     requests = {suite.name: suite.requests(options.limit) if suite.kind == "images" else [] for suite in suites}
@@ -141,40 +146,48 @@ def apply_chain(model: Any, compressors: list[Any], chain: tuple[tuple[str, str]
     """Apply the compressors in order and return one record per step (name, params, wall time, cost).
 
     A chain that trained something (distillation) is expensive to redo: its transformer is saved in the cache under
-    (base fingerprint, dtype, device, `chain`: the resolved chain with its inputs) and a later run with the same
-    chain loads it instead."""
+    (base fingerprint, dtype, device, the chain's stored part: the resolved steps with their inputs) and a later run
+    with the same stored part loads it instead. Runtime steps (step caches, compilation: the chain's tail, by stage
+    order) are applied after that every time."""
     import hashlib
     import json
 
     from harness.models.saving import load_compressed_transformer, read_provenance, save_compressed
 
+    runtime = [c for c in compressors if c.runtime]
+    stored_part, stored_chain = compressors[:len(compressors) - len(runtime)], chain[:len(chain) - len(runtime)]
     # the sampling too: distillation draws its batches and teacher images at the run's size and guidance
-    identity = json.dumps([model.fingerprint, str(model.dtype), model.device.type, [list(c) for c in chain],
+    identity = json.dumps([model.fingerprint, str(model.dtype), model.device.type, [list(c) for c in stored_chain],
                            model.spec.sampling.as_dict()])
     stored = cache_dir / "models" / hashlib.sha256(identity.encode()).hexdigest()[:24]
-    provenance = read_provenance(stored) if chain else None
+    provenance = read_provenance(stored) if stored_chain else None
+
+    def run_steps(part: list[Any]) -> list[dict[str, Any]]:
+        steps = []
+        for compressor in part:
+            started = time.perf_counter()
+            cost = compressor.apply(model)
+            steps.append({"name": compressor.name, "params": compressor.resolved_params(),
+                          "wall_seconds": time.perf_counter() - started, "cost": cost})
+        return steps
+
     if provenance is not None:
         model.pipeline.transformer = load_compressed_transformer(stored, model.spec.family, str(model.device),
                                                                  model.dtype, provenance)
-        return [{**step, "from_cache": str(stored)} for step in provenance["costs"]]
-    steps = []
-    for compressor in compressors:
-        started = time.perf_counter()
-        cost = compressor.apply(model)
-        steps.append({"name": compressor.name, "params": compressor.resolved_params(),
-                      "wall_seconds": time.perf_counter() - started, "cost": cost})
+        return [{**step, "from_cache": str(stored)} for step in provenance["costs"]] + run_steps(runtime)
+    steps = run_steps(stored_part)
     if is_main and any("distillation" in step["cost"] for step in steps):
         try:
-            if unsaved := [c.name for c in compressors if not c.saves]:
+            if unsaved := [c.name for c in stored_part if not c.saves]:
                 raise UsageError(f"{', '.join(unsaved)} cannot be saved")
             save_compressed(model, stored, [{"name": s["name"], "params": s["params"]} for s in steps], steps,
                             transformer_only=True)
         except UsageError as exc:  # not storable: it will be recomputed next time
             print(f"harness: the compressed model is not cached: {exc}", file=sys.stderr)
     if is_main:
-        for compressor in compressors:  # only now: a kill before the model was stored resumes from what they kept
+        for compressor in stored_part:  # only now: a kill before the model was stored resumes from what they kept
             compressor.release()
-    return steps
+    return steps + run_steps(runtime)
 
 
 @dataclass
@@ -258,6 +271,7 @@ def write_result(plan: RunPlan, execution: Execution, started: float) -> Path:
     """Score every image suite, gather the measurements and write the run folder (main process)."""
     from harness.environment import device_info, git_commit, package_versions
     from harness.models.footprint import parameter_count, weight_bytes
+    from harness.models.denoising import summarize_calls
 
     options, model, cache = plan.options, execution.model, ImageCache(plan.context.cache_dir)
     metrics: dict[str, Any] = {}
@@ -280,7 +294,7 @@ def write_result(plan: RunPlan, execution: Execution, started: float) -> Path:
                 record = record_row(IMAGE_RECORD, suite.name, {
                     "prompt": sample.request.prompt, "prompt_index": sample.request.prompt_index,
                     "sample_index": sample.request.sample_index, "seed": sample.seed, "image": str(sample.path),
-                    **scores})
+                    **(sample.transformer_calls or {}), **scores})
                 if references is not None:
                     record["reference_image"] = str(references[index].path)
                 records.append(record)
@@ -294,6 +308,8 @@ def write_result(plan: RunPlan, execution: Execution, started: float) -> Path:
                             "higher_is_better": declared[metric_name].higher_is_better}
         suite_record = suite_records[suite.name]
         suite_record.samples_scored, suite_record.notes = len(samples), result.notes
+        if samples:
+            suite_record.transformer_calls = summarize_calls([sample.transformer_calls for sample in samples])
         suite_record.artifacts = [f"{suite.name}-{name}" for name in result.artifacts]
         artifacts.update({f"{suite.name}-{name}": content for name, content in result.artifacts.items()})
         artifacts.update(thumbnails(suite.name, samples))
@@ -341,9 +357,11 @@ def compress(options: RunOptions, save: Path) -> Path:
         raise UsageError(f"--save '{save}' exists and is not empty: choose a new folder")
     spec = resolve_model(options.model)
     state, context = process_context(options)
-    compressors = instantiate(COMPRESSORS, options.methods, settings, context)
-    for compressor in compressors:
-        compressor.check_plan(spec)
+    compressors = instantiate_chain(options.methods, settings, context, spec)
+    if runtime := [c.name for c in compressors if c.runtime]:
+        stored = "+".join(c.name for c in compressors if not c.runtime) or "none"
+        raise UsageError(f"{', '.join(runtime)} change how the pipeline runs, not what it stores: save "
+                         f"`--method {stored}` and add `+{'+'.join(runtime)}` when you run the saved model")
     if unsaved := [c.name for c in compressors if not c.saves]:
         raise UsageError(f"{', '.join(unsaved)} cannot be saved (its quantised layers are not safetensors): "
                          f"measure it with `harness run --method {'+'.join(options.methods)}` instead, which "

@@ -100,6 +100,20 @@ def instantiate(registry: Registry, names: list[str], settings: dict[str, dict[s
     return objects
 
 
+def instantiate_chain(methods: list[str], settings: dict[str, dict[str, str]], context: Any = None,
+                      spec: Any = None) -> list[Any]:
+    """The compressors of `--method a+b`, their order checked (`compressors.base.check_chain_order`) and, given the
+    model's spec, what each cannot do for it (`Compressor.check_plan`)."""
+    from compressors.base import check_chain_order
+    from harness.registry import COMPRESSORS
+
+    compressors = instantiate(COMPRESSORS, methods, settings, context)
+    check_chain_order(compressors)
+    for compressor in compressors if spec is not None else ():
+        compressor.check_plan(spec)
+    return compressors
+
+
 def open_model(spec: Any, weights: str | None, device: str, dtype: str | None,
                sampling_settings: dict[str, str] | None = None) -> Any:
     """The loaded model of a resolved spec on `device`, with its load's memory peaks in `load_memory`. Its

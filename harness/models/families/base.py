@@ -45,6 +45,7 @@ class Family(abc.ABC):
     default_sampling: SamplingSettings  # for a folder or repo id that is not a registered preset
     default_max_sequence_length: int  # text (T5) tokens the pipeline encodes when sampling leaves it None
     takes_negative_prompt: bool  # whether the pipeline call gets SamplingSettings.negative_prompt
+    transformer_timestep_per_sigma: float  # the transformer's `timestep` input at noise level sigma, per sigma
     # block kind (as `block_kind` returns it) -> the names of its sub-components, in the order rankings list them
     kind_components: dict[str, tuple[str, ...]]
     # sub-component name -> block attributes; override where the family's blocks name their submodules differently
@@ -177,6 +178,28 @@ class Family(abc.ABC):
     def config_after_removal(self, transformer: torch.nn.Module) -> dict[str, Any]:
         """The config entries to register after blocks were deleted from the block lists, so the transformer
         round-trips through save_pretrained / from_pretrained."""
+
+    # -- step caching (compressors/caching.py) ---------------------------------------------------------------------
+
+    def step_cache_blocks(self, transformer: torch.nn.Module) -> torch.nn.Module:
+        """A module holding, under the transformer's block-list names, the blocks a step cache may hook (the same
+        module objects), for diffusers' `apply_*` cache functions, which find blocks by those names. Default: every
+        block that `caches_block` accepts."""
+        import torch
+
+        holder = torch.nn.Module()
+        for list_name, _ in self.block_lists():
+            holder.add_module(list_name, torch.nn.ModuleList(
+                block for block in getattr(transformer, list_name) if self.caches_block(block)))
+        return holder
+
+    def caches_block(self, block: torch.nn.Module) -> bool:
+        """Whether a step cache may hook this block (else it always computes)."""
+        return True
+
+    def scheduler_timestep(self, transformer_timestep: float) -> float:
+        """The scheduler's timestep (0 to 1000) of a transformer call's `timestep` input."""
+        return transformer_timestep * 1000.0 / self.transformer_timestep_per_sigma
 
 
 def vae_scale_factor(vae_config: dict[str, Any]) -> int:

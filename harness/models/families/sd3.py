@@ -22,6 +22,7 @@ class SD3Family(Family):
     default_sampling = SamplingSettings(num_inference_steps=28, guidance_scale=7.0, max_sequence_length=256)
     default_max_sequence_length = 256
     takes_negative_prompt = True
+    transformer_timestep_per_sigma = 1000.0  # SD3's transformer takes the scheduler's timestep, sigma * 1000
     kind_components = {
         "joint": _JOINT,
         "joint-dual": _JOINT,  # SD3.5 Medium's blocks with a second, image-only attention (attn2)
@@ -79,7 +80,8 @@ class SD3Family(Family):
             "pooled_projections": draw(batch_size, config.pooled_projection_dim),
             "return_dict": False,
             "hidden_states": draw(batch_size, config.in_channels, height // 8, width // 8),
-            "timestep": torch.full((batch_size,), 500.0, device=device, dtype=dtype),
+            "timestep": torch.full((batch_size,), 0.5 * self.transformer_timestep_per_sigma, device=device,
+                                   dtype=dtype),
         }
 
     def training_latents(self, pipeline: Any, latents: torch.Tensor) -> torch.Tensor:
@@ -91,7 +93,7 @@ class SD3Family(Family):
         embeds, pooled = self.encode_prompts(pipeline, prompts, sampling.max_sequence_length, device)
         return {"hidden_states": x_t, "encoder_hidden_states": embeds, "pooled_projections": pooled,
                 "return_dict": False,
-                "timestep": sigma * 1000}  # SD3's transformer takes the scheduler's timestep, sigma * 1000
+                "timestep": sigma * self.transformer_timestep_per_sigma}
 
     def block_lists(self) -> list[tuple[str, type]]:
         from diffusers.models.attention import JointTransformerBlock
@@ -108,6 +110,11 @@ class SD3Family(Family):
         if kind == "joint-last":
             return "SD3's final context_pre_only block, which ends the text stream and cannot be removed"
         return None
+
+    def caches_block(self, block: torch.nn.Module) -> bool:
+        # the final context_pre_only block returns no text stream (None), which diffusers' block-cache hooks cannot
+        # carry as a residual: it always computes
+        return not block.context_pre_only
 
     def config_after_removal(self, transformer: torch.nn.Module) -> dict[str, Any]:
         config: dict[str, Any] = {"num_layers": len(transformer.transformer_blocks)}
