@@ -270,8 +270,8 @@ def run(options: RunOptions) -> Path | None:
 def write_result(plan: RunPlan, execution: Execution, started: float) -> Path:
     """Score every image suite, gather the measurements and write the run folder (main process)."""
     from harness.environment import device_info, git_commit, package_versions
-    from harness.models.footprint import parameter_count, weight_bytes
     from harness.models.denoising import summarize_calls
+    from harness.models.footprint import parameter_count, weight_bytes
 
     options, model, cache = plan.options, execution.model, ImageCache(plan.context.cache_dir)
     metrics: dict[str, Any] = {}
