@@ -20,6 +20,13 @@ COMPRESSORS.register("int8", "compressors.quantize:BitsAndBytes8Bit",
 COMPRESSORS.register("torchao-int8", "compressors.quantize:TorchAOInt8", "torchao int8 weight-only quantisation.")
 COMPRESSORS.register("torchao-int4", "compressors.quantize:TorchAOInt4",
                      "torchao int4 weight-only quantisation, per-group scales (packed on CUDA).")
+COMPRESSORS.register("int8dq", "compressors.quantize:TorchAOInt8Dynamic",
+                     "torchao int8 dynamic-activation int8-weight quantisation: int8 matmuls (CPU and CUDA).")
+COMPRESSORS.register("fp8dq", "compressors.quantize:TorchAOFloat8Dynamic",
+                     "torchao FP8 dynamic-activation FP8-weight quantisation (CUDA GPUs with FP8: Ada, Hopper, "
+                     "Blackwell).")
+COMPRESSORS.register("fp8wo", "compressors.quantize:TorchAOFloat8WeightOnly",
+                     "torchao FP8 weight-only quantisation (CUDA GPUs with FP8: Ada, Hopper, Blackwell).")
 COMPRESSORS.register("fbcache", "compressors.caching:FirstBlockCache",
                      "Step cache (diffusers First-Block Cache): skip the other blocks when the first block's residual "
                      "changed less than `threshold` since the last computed step.")

@@ -254,3 +254,85 @@ class TorchAOInt4(WeightQuantiser):
         config = IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(self.params.group_size))
         return _quantise_linears(model, torchao_config=config)
 
+
+
+class TorchAOInt8Dynamic(WeightQuantiser):
+    """torchao int8 dynamic-activation int8-weight: each Linear's input is quantised per token at run time and the
+    matmul runs in int8 (CPU and CUDA), so it cuts arithmetic as well as weight bytes."""
+
+    name = "int8dq"
+    saves = False  # torchao's tensor subclasses are not safetensors
+
+    @dataclass(frozen=True)
+    class Params:
+        pass
+
+    def apply(self, model: Any) -> dict[str, Any]:
+        from torchao.quantization import Int8DynamicActivationInt8WeightConfig
+
+        return _quantise_linears(model, torchao_config=Int8DynamicActivationInt8WeightConfig())
+
+
+FP8_CAPABILITY = (8, 9)  # the first CUDA compute capability with FP8 tensor cores (Ada; Hopper, Blackwell after it)
+
+
+class TorchAOFloat8(WeightQuantiser):
+    """Base of torchao's FP8 quantisers (e4m3 weights, per-row scales): CUDA GPUs with FP8 support only."""
+
+    saves = False  # torchao's tensor subclasses are not safetensors
+
+    @dataclass(frozen=True)
+    class Params:
+        pass
+
+    def check_plan(self, spec: Any) -> None:
+        import torch
+
+        from harness.errors import UsageError
+
+        device = torch.device(self.context.device)
+        found = "a CPU" if device.type != "cuda" else None
+        if found is None and torch.cuda.get_device_capability(device) < FP8_CAPABILITY:
+            major, minor = torch.cuda.get_device_capability(device)
+            found = f"{torch.cuda.get_device_name(device)} (compute capability {major}.{minor})"
+        if found is not None:
+            needed = ".".join(map(str, FP8_CAPABILITY))
+            raise UsageError(f"{self.name} needs a CUDA GPU with FP8 support (compute capability {needed} or newer: "
+                             f"Ada, Hopper, Blackwell); this run is on {found}. Use int8dq (int8 activations and "
+                             "weights) or torchao-int8 there")
+
+    def apply_structure(self, model: Any) -> dict[str, Any]:
+        # measured layers cannot be made without an FP8 GPU: one byte per weight, a float32 scale per output row
+        layers = _linear_layers(model.transformer)
+        for _, linear in layers:
+            bias = 0 if linear.bias is None else linear.bias.numel() * linear.bias.element_size()
+            linear.estimated_storage_bytes = linear.weight.numel() + 4 * linear.out_features + bias
+        return {"quantised_linear_layers": len(layers)}
+
+    def config(self) -> Any:
+        raise NotImplementedError
+
+    def apply(self, model: Any) -> dict[str, Any]:
+        return _quantise_linears(model, torchao_config=self.config())
+
+
+class TorchAOFloat8Dynamic(TorchAOFloat8):
+    """torchao FP8 dynamic-activation FP8-weight: FP8 matmuls on the GPU's FP8 tensor cores."""
+
+    name = "fp8dq"
+
+    def config(self) -> Any:
+        from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow
+
+        return Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())
+
+
+class TorchAOFloat8WeightOnly(TorchAOFloat8):
+    """torchao FP8 weight-only: weights stored in FP8, computed in the model's dtype."""
+
+    name = "fp8wo"
+
+    def config(self) -> Any:
+        from torchao.quantization import Float8WeightOnlyConfig
+
+        return Float8WeightOnlyConfig()

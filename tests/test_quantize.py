@@ -9,7 +9,14 @@ import torch
 from conftest import invoke, read_results, run_args
 
 from compressors.pruning import DepthLast, PruningParams
-from compressors.quantize import BitsAndBytes4Bit, BitsAndBytes8Bit, TorchAOInt4, TorchAOInt8
+from compressors.quantize import (
+    BitsAndBytes4Bit,
+    BitsAndBytes8Bit,
+    TorchAOFloat8Dynamic,
+    TorchAOInt4,
+    TorchAOInt8,
+    TorchAOInt8Dynamic,
+)
 from harness.models.footprint import parameter_count, weight_bytes
 from harness.models.loading import load_model, resolve_model
 from harness.models.presets import PRESETS
@@ -25,7 +32,8 @@ def _image(model) -> np.ndarray:
 
 
 @pytest.mark.parametrize(("method", "bits", "max_error"), [
-    (BitsAndBytes4Bit, 4, 0.25), (BitsAndBytes8Bit, 8, 0.05), (TorchAOInt8, 8, 0.05), (TorchAOInt4, 8, 0.25)])
+    (BitsAndBytes4Bit, 4, 0.25), (BitsAndBytes8Bit, 8, 0.05), (TorchAOInt8, 8, 0.05), (TorchAOInt4, 8, 0.25),
+    (TorchAOInt8Dynamic, 8, 0.05)])
 def test_quantisers_swap_every_linear_and_shrink_storage(method, bits, max_error):
     model = load_model(PRESETS["tiny-sd3"], weights=None, device="cpu")
     linear_parameters = sum(m.weight.numel() for m in model.transformer.modules() if type(m) is torch.nn.Linear)
@@ -34,8 +42,8 @@ def test_quantisers_swap_every_linear_and_shrink_storage(method, bits, max_error
     cost = method().apply(model)
     assert parameter_count(model.transformer) == parameters  # quantising stores the weights smaller, keeps them all
     assert cost["quantised_linear_layers"] > 0
-    assert not any(type(m) is torch.nn.Linear for m in model.transformer.modules()) or method in (TorchAOInt8,
-                                                                                                  TorchAOInt4)
+    assert not any(type(m) is torch.nn.Linear for m in model.transformer.modules()) or method in (
+        TorchAOInt8, TorchAOInt4, TorchAOInt8Dynamic)
     assert cost["weight_bytes_after"] == weight_bytes(model.transformer)
     # float32 Linear weights (4 bytes) become `bits` bits plus statistics; the rest is unchanged
     saved = cost["weight_bytes_before"] - cost["weight_bytes_after"]
@@ -45,7 +53,8 @@ def test_quantisers_swap_every_linear_and_shrink_storage(method, bits, max_error
     assert 0 < error < max_error
 
 
-@pytest.mark.parametrize("method", [BitsAndBytes4Bit, BitsAndBytes8Bit, TorchAOInt8, TorchAOInt4])
+@pytest.mark.parametrize("method", [BitsAndBytes4Bit, BitsAndBytes8Bit, TorchAOInt8, TorchAOInt4,
+                                    TorchAOInt8Dynamic])
 def test_a_quantised_transformer_counts_the_parameters_of_the_unquantised_one(method):
     model = load_model(PRESETS["tiny-sd3"], weights=None, device="cpu")
     parameters = parameter_count(model.transformer)
@@ -94,7 +103,7 @@ def test_prune_then_quantise_chain(dirs):
     assert nf4["weight_bytes_after"] < 0.5 * nf4["weight_bytes_before"]
 
 
-@pytest.mark.parametrize("method", ["torchao-int8", "torchao-int4"])
+@pytest.mark.parametrize("method", ["torchao-int8", "torchao-int4", "int8dq"])
 def test_compress_refuses_a_quantiser_that_cannot_be_saved_before_loading(dirs, method, monkeypatch):
     import harness.commands.run as run_command
 
@@ -108,3 +117,40 @@ def test_compress_refuses_a_quantiser_that_cannot_be_saved_before_loading(dirs, 
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert f"{method} cannot be saved" in result.stderr and "harness run --method" in result.stderr
     assert not save.exists()
+
+
+def test_int8_dynamic_activations_quantise_what_weight_only_int8_leaves_in_float():
+    """Weight-only int8 computes in float from dequantised weights; dynamic int8 also quantises each input, so its
+    forward differs from both the float and the weight-only one."""
+    outputs = {}
+    for method in (None, TorchAOInt8, TorchAOInt8Dynamic):
+        model = load_model(PRESETS["tiny-sd3"], weights=None, device="cpu")
+        if method is not None:
+            method().apply(model)
+        outputs[method] = _denoised(model.transformer)
+    weight_only = (outputs[TorchAOInt8] - outputs[None]).abs().mean()
+    dynamic = (outputs[TorchAOInt8Dynamic] - outputs[None]).abs().mean()
+    assert 0 < weight_only < dynamic < 0.05 * outputs[None].abs().mean()
+
+
+@pytest.mark.parametrize("method", ["fp8dq", "fp8wo"])
+def test_fp8_on_a_cpu_is_refused_naming_what_it_needs(dirs, method):
+    proc = invoke(*run_args(dirs, "--method", method, "--device", "cpu"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "CUDA GPU with FP8 support" in proc.stderr and "compute capability 8.9" in proc.stderr
+    assert "int8dq" in proc.stderr
+
+
+def test_fp8_estimate_stores_a_byte_per_weight_and_a_scale_per_row():
+    from types import SimpleNamespace
+
+    from harness.models.architecture import build_architecture
+
+    architecture = build_architecture(PRESETS["sd3.5-medium"])
+    model = SimpleNamespace(transformer=architecture["transformer"])
+    linears = [m for m in model.transformer.modules() if type(m) is torch.nn.Linear]
+    weights = sum(m.weight.numel() for m in linears)
+    before = weight_bytes(model.transformer)
+    TorchAOFloat8Dynamic().apply_structure(model)
+    after = weight_bytes(model.transformer)
+    assert before - after == pytest.approx(weights * (2 - 1) - 4 * sum(m.out_features for m in linears), rel=1e-6)

@@ -16,7 +16,7 @@ from harness.generation import GenerationSetup, ImageCache, ImageRequest, genera
 from harness.models.denoising import denoising_scope
 from harness.models.loading import load_model
 from harness.models.presets import PRESETS
-from tests.conftest import invoke, read_results, run_args
+from conftest import invoke, read_results, run_args
 
 PROMPTS = ["a red circle", "two blue squares", "a green triangle above a red circle", "three yellow stars"]
 REQUESTS = [ImageRequest(p, i, 0) for i, p in enumerate(PROMPTS)]
