@@ -57,6 +57,15 @@ def stderr_of_mean_of_means(stderrs: Sequence[float | None]) -> float | None:
     return math.sqrt(sum(e * e for e in stderrs if e is not None)) / len(stderrs)
 
 
+def ratio_stderr(numerator: float, numerator_stderr: float | None, denominator: float,
+                 denominator_stderr: float | None) -> float | None:
+    """The standard error of numerator / denominator for two independent estimates (first-order propagation: the
+    ratio times the root sum of their squared relative errors); None when either error is unknown."""
+    if numerator_stderr is None or denominator_stderr is None or not numerator or not denominator:
+        return None
+    return abs(numerator / denominator) * math.hypot(numerator_stderr / numerator, denominator_stderr / denominator)
+
+
 def _distribution(array: Any) -> dict[str, float]:
     import numpy as np
 

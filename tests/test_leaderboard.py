@@ -21,9 +21,9 @@ FAST = ["--set", "sampling.num_inference_steps=2", "--limit", "4", "--set", "lat
 def results(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("board")
     dirs = {"cache": folder / "cache", "out": folder / "results" / "runs"}
-    for method in ("none", "depth-last", "nf4"):
+    for method, *settings in (("none",), ("depth-last",), ("nf4",), ("fbcache", "--set", "fbcache.threshold=10")):
         result = invoke(*run_args(dirs, "--model", "tiny-sd3", "--method", method, "--suite",
-                                  "fidelity,latency,memory", *FAST))
+                                  "fidelity,latency,memory", *settings, *FAST))
         assert result.returncode == 0, result.stderr
     return folder / "results"
 
@@ -32,18 +32,24 @@ def test_tables_compare_with_the_base_run(results):
     board = build(collect(results))
     entry = board["tiny-sd3"]
     rows = {row["method"].split(" (")[0]: row for row in entry["rows"]}  # labels add key parameters
-    assert set(rows) == {"none", "depth-last", "nf4"} and entry["rows"][0]["is_base"]
+    assert set(rows) == {"none", "depth-last", "nf4", "fbcache"} and entry["rows"][0]["is_base"]
     assert rows["none"]["parameters_pct_of_base"] == pytest.approx(100.0)
     assert rows["depth-last"]["parameters_pct_of_base"] < 80  # at least 20% of the parameters gone (the budget)
     assert rows["nf4"]["transformer_weight_gib"] < rows["none"]["transformer_weight_gib"]
     ssim = rows["depth-last"]["metrics"]["fidelity/ssim"]
     assert ssim["change"] < 0 and ssim["ci95"][0] <= ssim["change"] <= ssim["ci95"][1]
     assert rows["none"]["latency_ms"] > 0 and rows["none"]["peak_memory_basis"] == "host RSS peak"
+    # speed-up: the base's latency over the row's, with a spread from both medians' standard errors
+    assert rows["none"]["speedup"] == pytest.approx(1.0)
+    assert rows["fbcache"]["speedup"] == pytest.approx(rows["none"]["latency_ms"] / rows["fbcache"]["latency_ms"])
+    assert rows["fbcache"]["speedup_stderr"] > 0
+    assert rows["none"]["computed_calls"] == "2/2" and rows["fbcache"]["computed_calls"] == "1/2"
 
     result = invoke("leaderboard", str(results))
     assert result.returncode == 0, result.stderr
     markdown = (results / "LEADERBOARD.md").read_text()
-    assert "## tiny-sd3" in markdown and markdown.count("\n| ") >= 4 and "CI [" in markdown
+    assert "## tiny-sd3" in markdown and markdown.count("\n| ") >= 5 and "CI [" in markdown
+    assert "| speed-up | calls computed |" in markdown and "1.00x ± " in markdown
     with (results / "leaderboard.csv").open() as handle:
         table = list(csv.DictReader(handle))
     assert [r["method"] for r in table] == [row["method"] for row in entry["rows"]]
@@ -82,6 +88,9 @@ def test_a_change_is_computed_only_against_a_base_of_the_same_protocol(results, 
 def test_pareto_front():
     points = [(1.0, 0.5, "a"), (2.0, 0.7, "b"), (2.5, 0.6, "c"), (3.0, 0.9, "d"), (1.5, 0.4, "e")]
     assert [p[2] for p in pareto_front(points)] == ["a", "b", "d"]
+    # speed-up: more is better, so the front starts at the fastest point
+    speedups = [(1.0, 0.9, "base"), (1.6, 0.85, "cache"), (1.4, 0.8, "slower and worse"), (2.2, 0.5, "fastest")]
+    assert [p[2] for p in pareto_front(speedups, higher_x_is_better=True)] == ["fastest", "cache", "base"]
 
 
 def _browser():

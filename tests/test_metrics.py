@@ -11,7 +11,7 @@ import pytest
 from conftest import invoke, read_results, run_args
 
 from harness.commands.compare import bootstrap_interval, load_run
-from harness.metrics import stderr_of_mean, stderr_of_mean_of_means, summarize, summarize_median
+from harness.metrics import ratio_stderr, stderr_of_mean, stderr_of_mean_of_means, summarize, summarize_median
 from harness.registry import SUITES
 from harness.results import IMAGE_RECORD, RECORD_FIELD, load_records
 
@@ -68,3 +68,11 @@ def test_the_stderr_of_a_mean_of_group_means():
     assert stderr_of_mean_of_means(errors) == pytest.approx(math.sqrt(errors[0] ** 2 + errors[1] ** 2) / 2)
     assert stderr_of_mean_of_means([errors[0], None]) is None  # a one-image group: unknown, not zero
     assert stderr_of_mean([1.0, float("inf")]) is None
+
+
+def test_the_ratio_of_two_independent_estimates_carries_both_relative_errors():
+    """Checked against simulation: the spread of a / b for independent normal a and b."""
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(100.0, 2.0, 200_000), rng.normal(50.0, 1.5, 200_000)
+    assert ratio_stderr(100.0, 2.0, 50.0, 1.5) == pytest.approx(float(np.std(a / b)), rel=0.02)
+    assert ratio_stderr(100.0, None, 50.0, 1.5) is None

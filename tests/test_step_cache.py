@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import invoke, read_results, run_args
 
 from compressors.caching import FirstBlockCache, PyramidAttentionBroadcast, TaylorSeer
 from harness.generation import GenerationSetup, ImageCache, ImageRequest, generate, load_samples
 from harness.models.denoising import denoising_scope
 from harness.models.loading import load_model
 from harness.models.presets import PRESETS
-from conftest import invoke, read_results, run_args
 
 PROMPTS = ["a red circle", "two blue squares", "a green triangle above a red circle", "three yellow stars"]
 REQUESTS = [ImageRequest(p, i, 0) for i, p in enumerate(PROMPTS)]

@@ -23,6 +23,7 @@ from typing import Any
 from harness.commands.compare import Run, bootstrap_change, load_run
 from harness.devices import GIB
 from harness.errors import UsageError
+from harness.metrics import ratio_stderr
 
 MEMORY_KEYS = (("memory/inference_nvml_peak_gib", "NVML peak"), ("memory/inference_reserved_peak_gib",
                                                                    "reserved peak"),
@@ -133,6 +134,8 @@ def _row(run: Run, bases: list[Run], quality: list[str], label: str) -> dict[str
         "transformer_weight_gib": (results.model.transformer_weight_bytes or 0) / GIB or None,
         "peak_memory_gib": memory[0], "peak_memory_basis": memory[1],
         "latency_ms": _finite(metrics.get(LATENCY_KEY)),
+        **_speedup(run, bases),
+        "computed_calls": _computed_calls(run),
         "compression_seconds": results.compression.wall_seconds,
         "ablations": sum(s["cost"].get("ablations", 0) for s in steps if isinstance(s.get("cost"), dict)),
         "distillation_steps": sum(s["cost"].get("distillation", {}).get("steps", 0) for s in steps
@@ -153,6 +156,27 @@ def _row(run: Run, bases: list[Run], quality: list[str], label: str) -> dict[str
         row["metrics"][key] = cell
     row["thumbnails"] = {name: run.path / name for name in _thumbnail_names(run)}
     return row
+
+
+def _speedup(run: Run, bases: list[Run]) -> dict[str, float | None]:
+    """Base latency / this run's (end to end), with its standard error from both medians' bootstrap errors."""
+    base = _base_for(run, LATENCY_KEY, bases)
+    latency = _finite(run.results.metrics.get(LATENCY_KEY))
+    if base is None or latency is None or not latency:
+        return {"speedup": None, "speedup_stderr": None}
+    base_latency = base.results.metrics[LATENCY_KEY]
+    spread = [d.get(LATENCY_KEY, {}).get("stderr") for d in (base.results.metric_details, run.results.metric_details)]
+    return {"speedup": base_latency / latency,
+            "speedup_stderr": ratio_stderr(base_latency, spread[0], latency, spread[1])}
+
+
+def _computed_calls(run: Run) -> str | None:
+    """Transformer calls computed per image of the first quality suite that recorded them, as "computed/calls"."""
+    for suite in run.results.suites.values():
+        if suite.transformer_calls:
+            calls = suite.transformer_calls
+            return f"{calls['computed_calls_per_image']:.3g}/{calls['transformer_calls_per_image']:.3g}"
+    return None
 
 
 def _thumbnail_names(run: Run) -> list[str]:
@@ -180,8 +204,8 @@ def _metric_text(cell: dict[str, Any]) -> str:
     return text
 
 
-COLUMNS = ("method", "params (% base)", "weights GiB", "peak memory GiB", "latency ms", "compression",
-           "device")
+COLUMNS = ("method", "params (% base)", "weights GiB", "peak memory GiB", "latency ms", "speed-up",
+           "calls computed", "compression", "device")
 
 
 def _cells(row: dict[str, Any]) -> list[str]:
@@ -193,8 +217,10 @@ def _cells(row: dict[str, Any]) -> list[str]:
         cost += f", {row['ablations']} ablations"
     if row["distillation_steps"]:
         cost += f", {row['distillation_steps']} distillation steps"
-    return [row["method"], params, _fmt(row["transformer_weight_gib"]), memory, _fmt(row["latency_ms"]), cost,
-            row["device"]]
+    speedup = "-" if row["speedup"] is None else f"{row['speedup']:.2f}x" + (
+        f" ± {row['speedup_stderr']:.2f}" if row["speedup_stderr"] is not None else "")
+    return [row["method"], params, _fmt(row["transformer_weight_gib"]), memory, _fmt(row["latency_ms"]), speedup,
+            _fmt(row["computed_calls"]), cost, row["device"]]
 
 
 def _md(text: Any) -> str:
@@ -226,7 +252,8 @@ def csv_text(board: dict[str, Any]) -> str:
     writer = csv.writer(handle)
     writer.writerow(["model", "method", "run_id", "transformer_parameters", "parameters_pct_of_base",
                      "transformer_weight_gib", "peak_memory_gib", "peak_memory_basis", "latency_ms",
-                     "compression_seconds", "ablations", "distillation_steps", "device",
+                     "speedup", "speedup_stderr", "computed_calls", "compression_seconds", "ablations",
+                     "distillation_steps", "device",
                      *[f"{k}{suffix}" for k in keys for suffix in ("", " change", " ci95_low", " ci95_high")]])
     for model, entry in sorted(board.items()):
         for row in entry["rows"]:
@@ -238,21 +265,25 @@ def csv_text(board: dict[str, Any]) -> str:
             writer.writerow([model, row["method"], row["run_id"], row["transformer_parameters"],
                              row["parameters_pct_of_base"], row["transformer_weight_gib"],
                              row["peak_memory_gib"], row["peak_memory_basis"], row["latency_ms"],
+                             row["speedup"], row["speedup_stderr"], row["computed_calls"],
                              row["compression_seconds"], row["ablations"], row["distillation_steps"],
                              row["device"], *["" if v is None else v for v in values]])
     return handle.getvalue()
 
 
-def pareto_front(points: list[tuple[float, float, str]]) -> list[tuple[float, float, str]]:
-    """Points not dominated by another with lower-or-equal cost (x) and higher-or-equal quality (y), by cost."""
+def pareto_front(points: list[tuple[float, float, str]],
+                 higher_x_is_better: bool = False) -> list[tuple[float, float, str]]:
+    """Points not dominated by another with better-or-equal x (lower cost, or higher speed-up) and higher-or-equal
+    quality (y), from the best x."""
     front = []
-    for x, y, label in sorted(points, key=lambda p: (p[0], -p[1])):
+    sign = -1 if higher_x_is_better else 1
+    for x, y, label in sorted(points, key=lambda p: (sign * p[0], -p[1])):
         if not front or y > front[-1][1]:
             front.append((x, y, label))
     return front
 
 
-def _plot(rows: list[dict[str, Any]], x_key: str, x_label: str, metric: str) -> str:
+def _plot(rows: list[dict[str, Any]], x_key: str, x_label: str, metric: str, higher_x_is_better: bool = False) -> str:
     points = [(row[x_key], row["metrics"][metric]["value"], row["method"]) for row in rows
               if row.get(x_key) is not None and row["metrics"].get(metric, {}).get("value") is not None]
     width, height, pad = 420, 280, 48
@@ -275,7 +306,7 @@ def _plot(rows: list[dict[str, Any]], x_key: str, x_label: str, metric: str) -> 
         return (pad + 10 + (x - x0) / (x1 - x0) * (width - 2 * pad - 10),
                 height - pad - 10 - (y - y0) / (y1 - y0) * (height - pad - 40))
 
-    front = pareto_front(points)
+    front = pareto_front(points, higher_x_is_better)
     svg.append('<polyline class="pareto" fill="none" stroke="#d62728" stroke-width="2" points="'
                + " ".join(f"{a:.1f},{b:.1f}" for a, b in (at(x, y) for x, y, _ in front)) + '"/>')
     for x, y, label in points:
@@ -340,7 +371,7 @@ def page(board: dict[str, Any]) -> str:
              ".plots{display:flex;gap:2em;flex-wrap:wrap} img.thumb{width:96px;image-rendering:pixelated}",
              "</style></head><body><h1>Leaderboard</h1>",
              "<p>Changes against each model's base run, with 95% paired-bootstrap intervals over prompts. Click a "
-             "column to sort. Red points: the Pareto front (less memory or time, more quality).</p>"]
+             "column to sort. Red points: the Pareto front (less memory or more speed-up, more quality).</p>"]
     for model, entry in sorted(board.items()):
         quality = entry["quality"]
         header = [*COLUMNS[:-2], *quality, *COLUMNS[-2:]]
@@ -349,7 +380,8 @@ def page(board: dict[str, Any]) -> str:
                      + "</tr></thead><tbody>")
         for row in entry["rows"]:
             sort_values = [row["method"], row["transformer_parameters"], row["transformer_weight_gib"],
-                           row["peak_memory_gib"], row["latency_ms"], row["compression_seconds"], row["device"]]
+                           row["peak_memory_gib"], row["latency_ms"], row["speedup"], row["computed_calls"],
+                           row["compression_seconds"], row["device"]]
             cells = list(zip(_cells(row), sort_values, strict=True))
             quality_cells = [(_metric_text(row["metrics"][k]), row["metrics"][k].get("value")) for k in quality]
             ordered = [*cells[:-2], *quality_cells, *cells[-2:]]
@@ -360,7 +392,8 @@ def page(board: dict[str, Any]) -> str:
             headline = quality[0]
             parts.append("<div class='plots'>" + _plot(entry["rows"], "peak_memory_gib", "peak memory (GiB)",
                                                        headline)
-                         + _plot(entry["rows"], "latency_ms", "latency (ms per image)", headline) + "</div>")
+                         + _plot(entry["rows"], "speedup", "speed-up (base latency / latency)", headline, True)
+                         + "</div>")
         parts.append("<h3>Images, method by method</h3>" + _grid(entry))
     parts.append(f"<script>{_SCRIPT}</script></body></html>")
     return "".join(parts)
