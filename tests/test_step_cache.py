@@ -172,3 +172,11 @@ def test_list_shows_each_step_cache_with_its_typed_parameters():
         line = next(line for line in lines if line.split()[0] == name)
         assert "Step cache" in line
         assert any(entry.strip() == parameter for entry in lines)
+
+
+def test_estimate_of_a_chain_with_a_step_cache_counts_the_blocks_it_hooks():
+    proc = invoke("estimate", "--model", "sd3.5-large", "--method", "depth-last+fbcache", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    removed = len(report["chain"][0]["structure"]["removed_blocks"])
+    assert report["chain"][1]["structure"] == {"hooked_blocks": 38 - removed - 1}  # SD3's final block computes

@@ -21,6 +21,7 @@ def estimate(model_name: str, methods: list[str], settings: list[str]) -> dict[s
     from harness.commands.setup import instantiate_chain
     from harness.flops import transformer_flops
     from harness.models.architecture import build_architecture, text_tokens_of
+    from harness.models.families import family_of
     from harness.models.footprint import parameter_count, weight_bytes
     from harness.models.loading import resolve_model
     from harness.params import parse_set_options
@@ -35,8 +36,8 @@ def estimate(model_name: str, methods: list[str], settings: list[str]) -> dict[s
     tokens = text_tokens_of(spec, sampling, components)
     before = {name: weight_bytes(module) for name, module in components.items()}
     flops_before = transformer_flops(components["transformer"], spec, sampling, tokens)
-    model = SimpleNamespace(spec=spec, transformer=components["transformer"], source=spec.repo_id or "",
-                            fingerprint=f"architecture:{spec.name}")
+    model = SimpleNamespace(spec=spec, transformer=components["transformer"], family=family_of(spec.family),
+                            source=spec.repo_id or "", fingerprint=f"architecture:{spec.name}")
     steps = []
     for compressor in compressors:
         steps.append({"name": compressor.name, "params": compressor.resolved_params(),

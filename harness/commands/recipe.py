@@ -17,6 +17,7 @@ from compressors.hierarchicalprune import HierarchicalPruneParams
 from harness.errors import UsageError, unknown_name_error
 
 _DISTILL_STEPS = HierarchicalPruneParams.distill_steps
+_FBCACHE_THRESHOLDS = ("0.1", "0.2", "0.3")
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe(
         name="reference-table",
         description="every method on the embedded reference model: pruning at budgets 0.20 and 0.30 without "
-        "distillation and at 0.20 with it, quantisers, and the combination",
+        "distillation and at 0.20 with it, quantisers, step caches at several settings, and combinations",
         model="reference",
         suites=("geneval-shapes", "latency", "memory"),
         runs=(
@@ -80,6 +81,15 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
               for method in ("depth-last", "depth-uniform", "depth-importance")),
             RecipeRun("nf4"), RecipeRun("int8"), RecipeRun("torchao-int8"), RecipeRun("torchao-int4"),
             RecipeRun("hierarchicalprune+nf4", ("hierarchicalprune.budget=0.2",)),
+            # speed: step caches at two or more settings each, int8 activations, and combinations with pruning
+            *(RecipeRun("fbcache", (f"fbcache.threshold={threshold}",)) for threshold in _FBCACHE_THRESHOLDS),
+            *(RecipeRun("taylorseer", (f"taylorseer.cache_interval={interval}",)) for interval in ("2", "4")),
+            *(RecipeRun("pab", (f"pab.skip_range={skip}",)) for skip in ("2", "3")),
+            RecipeRun("int8dq"),
+            RecipeRun("hierarchicalprune+fbcache", ("hierarchicalprune.budget=0.2", "fbcache.threshold=0.2")),
+            RecipeRun("hierarchicalprune+nf4+fbcache", ("hierarchicalprune.budget=0.2", "fbcache.threshold=0.2")),
+            RecipeRun("depth-last+int8dq", ("depth-last.budget=0.2", "depth-last.distill_steps=0")),
+            RecipeRun("int8dq+fbcache", ("fbcache.threshold=0.2",)),
         ),
         batch_size=16,
     ),
