@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""Speed methods on the reference model: step caches at several settings and int8 activations, each against the
-base model (and int8 activations against weight-only int8), quality and latency side by side in one run.
+"""Speed methods on the reference model: step caches at several settings, int8 activations and torch.compile, each
+against the base model (and int8 activations against weight-only int8), quality and latency side by side in one run.
 
 Quality: each setting's geneval-shapes run of the reference-table recipe (553 prompts x 2 images, batch 16), found
 in `--results` or measured into it (cached images are reused); the change of `overall` against the base run with its
@@ -8,6 +8,8 @@ in `--results` or measured into it (cached images are reused); the change of `ov
 pipeline is built in this one process and timed call after call, the settings in a rotating order each round, after
 warm-up rounds; the end-to-end speed-up is the median over rounds of (base call / setting call) of the same round,
 so drifts of a shared CPU cancel. Each timed call runs in its own denoising scope, as the harness runs a batch.
+A compiled setting's compile time is its own first call's, recorded when it is built (`compile_seconds`); its timed
+calls are steady-state ones.
 
 Usage: python benchmarks/bench_speed_methods.py [--results results/reference/runs] [--rounds 15] [--batch-size 1]
 Run it alone on the machine: the latency ratios are only as quiet as the CPU.
@@ -26,16 +28,19 @@ from typing import Any
 from harness.commands.compare import bootstrap_change, load_run
 
 METRIC = "geneval-shapes/overall"
-# (label, --method, --set values): each as a row of the reference-table recipe
-SETTINGS: list[tuple[str, str, tuple[str, ...]]] = [
-    ("base", "none", ()),
-    *((f"fbcache {t}", "fbcache", (f"fbcache.threshold={t}",)) for t in ("0.1", "0.2", "0.3")),
-    *((f"taylorseer interval {i}", "taylorseer", (f"taylorseer.cache_interval={i}",)) for i in ("2", "4")),
-    *((f"pab skip {s}", "pab", (f"pab.skip_range={s}",)) for s in ("2", "3")),
-    ("int8dq", "int8dq", ()),
-    ("torchao-int8 (weight-only)", "torchao-int8", ()),
-    ("int8 (bitsandbytes, weight-only)", "int8", ()),
-]
+# the reference-table recipe's rows of these methods, each against its base row (and int8dq against weight-only int8)
+SPEED_METHODS = ("none", "fbcache", "taylorseer", "pab", "int8dq", "torchao-int8", "int8", "compile",
+                 "fbcache+compile")
+WEIGHT_ONLY = "torchao-int8"
+
+
+def settings_of_table() -> list[tuple[str, str, tuple[str, ...]]]:
+    """(label, --method, --set values) of the recipe's rows of SPEED_METHODS, the recipe's common settings first."""
+    from harness.commands import recipe
+
+    table = recipe.get("reference-table")
+    return [(" ".join([entry.method, *(s.split(".", 1)[1] for s in entry.settings)]), entry.method,
+             (*table.settings, *entry.settings)) for entry in table.runs if entry.method in SPEED_METHODS]
 
 
 def quality_run(method: str, settings: tuple[str, ...], results: Path, cache_dir: Path | None,
@@ -54,18 +59,20 @@ def quality_run(method: str, settings: tuple[str, ...], results: Path, cache_dir
     return path.parent
 
 
-def build_pipeline(method: str, settings: tuple[str, ...]) -> Any:
-    """The reference model with the setting's chain applied, as `harness run` applies it."""
+def build_pipeline(method: str, settings: tuple[str, ...]) -> tuple[Any, dict[str, Any]]:
+    """The reference model with the setting's chain applied, as `harness run` applies it, and each step's cost."""
     from harness.commands.setup import instantiate_chain
+    from harness.context import Context
     from harness.models.loading import load_model, resolve_model
     from harness.params import parse_set_options
 
     spec = resolve_model("reference")
     model = load_model(spec, weights=None, device="cpu")
     methods = [] if method == "none" else method.split("+")
-    for compressor in instantiate_chain(methods, parse_set_options(list(settings), methods)):
-        compressor.apply(model)
-    return model
+    costs = {}
+    for compressor in instantiate_chain(methods, parse_set_options(list(settings), methods), Context()):
+        costs[compressor.name] = compressor.apply(model)
+    return model, costs
 
 
 def time_call(model: Any, batch_size: int) -> float:
@@ -95,9 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
 
+    settings_list = settings_of_table()
     runs = {label: load_run(quality_run(method, settings, args.results, args.cache_dir, args.limit))
-            for label, method, settings in SETTINGS}
-    models = {label: build_pipeline(method, settings) for label, method, settings in SETTINGS}
+            for label, method, settings in settings_list}
+    built = {label: build_pipeline(method, settings) for label, method, settings in settings_list}
+    models = {label: model for label, (model, _) in built.items()}
     labels = list(models)
     times: dict[str, list[float]] = {label: [] for label in labels}
     for round_index in range(args.warmup + args.rounds):
@@ -112,27 +121,33 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     for label in labels:
-        run, base = runs[label], runs["base"]
-        interval = bootstrap_change(run, base, METRIC) if label != "base" else None
+        run, base = runs[label], runs["none"]
+        interval = bootstrap_change(run, base, METRIC) if label != "none" else None
         calls = next((s.transformer_calls for s in run.results.suites.values() if s.transformer_calls), None)
         rows.append({"setting": label, "run": run.path.name, METRIC: run.value(METRIC),
                      "change": run.value(METRIC) - base.value(METRIC), "ci95": interval,
                      "computed_calls_per_image": calls and calls["computed_calls_per_image"],
-                     "median_ms": 1000 * statistics.median(times[label]), "speedup": speedup("base", label)})
+                     "median_ms": 1000 * statistics.median(times[label]), "speedup": speedup("none", label)})
     print(f"reference model, {args.rounds} rounds (+{args.warmup} warm-up), batch {args.batch_size}; quality: "
-          f"{METRIC} over {runs['base'].results.suites['geneval-shapes'].samples_scored} images")
+          f"{METRIC} over {runs['none'].results.suites['geneval-shapes'].samples_scored} images")
     print(f"{'setting':34s} {'overall':>8s} {'change':>8s} {'95% CI':>19s} {'calls':>6s} {'ms':>8s} {'speed-up':>8s}")
     for row in rows:
         ci = f"[{row['ci95'][0]:+.3f}, {row['ci95'][1]:+.3f}]" if row["ci95"] else "-"
         calls = f"{row['computed_calls_per_image']:.1f}" if row["computed_calls_per_image"] is not None else "-"
         print(f"{row['setting']:34s} {row[METRIC]:8.4f} {row['change']:+8.4f} {ci:>19s} {calls:>6s} "
               f"{row['median_ms']:8.1f} {row['speedup']:7.2f}x")
-    weight_only = "torchao-int8 (weight-only)"
+    for label, (_, costs) in built.items():
+        if "compile" in costs:
+            cost = costs["compile"]
+            print(f"{label}: compile {cost['compile_seconds']:.1f} s (first forward {cost['first_forward_seconds']:.1f}"
+                  f" s, then {1000 * cost['compiled_forward_seconds']:.1f} ms)")
+            next(row for row in rows if row["setting"] == label)["compile"] = cost
+    weight_only = WEIGHT_ONLY
     versus = {"speedup": speedup(weight_only, "int8dq"),
               "change": runs["int8dq"].value(METRIC) - runs[weight_only].value(METRIC),
               "ci95": bootstrap_change(runs["int8dq"], runs[weight_only], METRIC)}
     ci = versus["ci95"]
-    print(f"int8dq against weight-only torchao-int8: speed-up {versus['speedup']:.2f}x, {METRIC} change "
+    print(f"int8dq against weight-only {WEIGHT_ONLY}: speed-up {versus['speedup']:.2f}x, {METRIC} change "
           f"{versus['change']:+.4f}" + (f" (95% CI {ci[0]:+.3f} to {ci[1]:+.3f})" if ci else ""))
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "int8dq_vs_weight_only": versus}, indent=1) + "\n")

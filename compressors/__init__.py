@@ -36,3 +36,6 @@ COMPRESSORS.register("taylorseer", "compressors.caching:TaylorSeer",
 COMPRESSORS.register("pab", "compressors.caching:PyramidAttentionBroadcast",
                      "Step cache (diffusers Pyramid Attention Broadcast): reuse attention outputs for `skip_range` "
                      "steps within a timestep range.")
+COMPRESSORS.register("compile", "compressors.compile:Compile",
+                     "torch.compile of the transformer: each block (regional, default) or the whole model; compile "
+                     "time reported as its cost.")

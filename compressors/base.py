@@ -84,14 +84,19 @@ class Compressor(Plugin):
 
 
 def check_chain_order(compressors: list[Compressor]) -> None:
-    """Refuse a chain whose steps are not in stage order, or that has two runtime steps of one stage, naming the
-    order to use."""
-    for earlier, later in zip(compressors, compressors[1:], strict=False):
-        ordered = sorted(compressors, key=lambda c: STAGES.index(c.stage))
-        fix = "+".join(c.name for c in ordered)
+    """Refuse a chain with two runtime steps of one stage, or whose steps are not in stage order, naming the fix.
+    Steps that change nothing (`none`) go anywhere."""
+    steps = [c for c in compressors if c.changes_model]
+    for step in steps:
+        if step.stage not in STAGES:
+            raise UsageError(f"method {step.name} declares the unknown stage '{step.stage}' (its plugin's bug). "
+                             f"Valid choices: {', '.join(STAGES)}")
+    for stage in RUNTIME_STAGES:
+        if len(named := [c.name for c in steps if c.stage == stage]) > 1:
+            raise UsageError(f"{' and '.join(repr(n) for n in named)} are {'both' if len(named) == 2 else 'all'} "
+                             f"{stage} steps, which would hook or compile the same blocks twice: choose one")
+    fix = "+".join(c.name for c in sorted(steps, key=lambda c: STAGES.index(c.stage)))
+    for earlier, later in zip(steps, steps[1:], strict=False):
         if STAGES.index(later.stage) < STAGES.index(earlier.stage):
             raise UsageError(f"'{later.name}' ({later.stage}) cannot run after '{earlier.name}' ({earlier.stage}): "
                              f"{_WHY_ORDER[later.stage]}; use --method {fix}")
-        if later.stage == earlier.stage and later.runtime:
-            raise UsageError(f"'{earlier.name}' and '{later.name}' are both {later.stage} steps, which would hook "
-                             f"or compile the same blocks twice: choose one")

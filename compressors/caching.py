@@ -33,6 +33,12 @@ class StepCache(Compressor):
             raise UsageError(f"{self.name} needs at least two blocks a step cache may hook; this transformer has "
                              f"{hooked} (pruned too far?)")
         self.install(blocks, model)
+        # the transformer's registry caches its list of child registries on the first cache context set (FLUX's
+        # pipeline sets one each call): rebuilt, so that contexts reach the hooks just installed, as
+        # CacheMixin.enable_cache does
+        from diffusers.hooks import HookRegistry
+
+        HookRegistry.check_if_exists_or_initialize(model.transformer).invalidate_child_registries_cache()
         return {"hooked_blocks": hooked}
 
     def apply_structure(self, model: Any) -> dict[str, Any]:
@@ -108,22 +114,25 @@ class PyramidAttentionBroadcast(StepCache):
     def install(self, blocks: Any, model: Any) -> None:
         from diffusers.hooks import PyramidAttentionBroadcastConfig, apply_pyramid_attention_broadcast
 
-        family, timestep = model.family, _TimestepProbe(model.transformer)
         apply_pyramid_attention_broadcast(blocks, PyramidAttentionBroadcastConfig(
             spatial_attention_block_skip_range=self.params.skip_range,
             spatial_attention_timestep_skip_range=(self.params.skip_to, self.params.skip_from),
-            current_timestep_callback=lambda: family.scheduler_timestep(timestep.value)))
+            current_timestep_callback=_CurrentTimestep(model.pipeline.scheduler)))
 
 
-class _TimestepProbe:
-    """The `timestep` input of the transformer's latest call (PAB asks for the pipeline's current timestep, which
-    SD3's pipeline does not expose)."""
+class _CurrentTimestep:
+    """The timestep (of 1000) of the step the pipeline is at, which PAB asks for and SD3's pipeline does not expose:
+    the flow-matching scheduler's noise level of that step times its training timesteps. The schedule is read to
+    the CPU once per new schedule (each pipeline call sets one), so asking never waits for the GPU. Before its first
+    step a scheduler has no step index yet: step 0."""
 
-    def __init__(self, transformer: Any) -> None:
-        self.value = 1000.0
-        transformer.register_forward_pre_hook(self._record, with_kwargs=True)
+    def __init__(self, scheduler: Any) -> None:
+        self.scheduler = scheduler
+        self.schedule: Any = None
+        self.sigmas: list[float] = []
 
-    def _record(self, _module: Any, args: Any, kwargs: dict[str, Any]) -> None:
-        timestep = kwargs.get("timestep")
-        if timestep is not None:
-            self.value = float(timestep.flatten()[0]) if hasattr(timestep, "flatten") else float(timestep)
+    def __call__(self) -> float:
+        scheduler = self.scheduler
+        if scheduler.sigmas is not self.schedule:
+            self.schedule, self.sigmas = scheduler.sigmas, scheduler.sigmas.tolist()
+        return self.sigmas[scheduler.step_index or 0] * scheduler.config.num_train_timesteps

@@ -96,7 +96,10 @@ def test_each_scope_starts_empty_so_a_bare_forward_computes_in_full():
 
 
 def test_flux_pipelines_set_their_own_context_and_the_cache_works_there(tmp_path):
+    """Also after the pipeline ran uncached (as the originals are drawn before the chain): FLUX's first cache
+    context makes diffusers remember the transformer's hook registries, which must then learn of the new hooks."""
     model = _model("tiny-flux")
+    _images(model, tmp_path / "originals", REQUESTS[:1])
     FirstBlockCache(FirstBlockCache.Params(threshold=10.0)).apply(model)
     calls = _images(model, tmp_path / "flux", REQUESTS[:2], chain=(("fbcache", "10"),))[0].transformer_calls
     assert calls["transformer_calls"] == model.spec.sampling.num_inference_steps
@@ -180,3 +183,29 @@ def test_estimate_of_a_chain_with_a_step_cache_counts_the_blocks_it_hooks():
     report = json.loads(proc.stdout)
     removed = len(report["chain"][0]["structure"]["removed_blocks"])
     assert report["chain"][1]["structure"] == {"hooked_blocks": 38 - removed - 1}  # SD3's final block computes
+
+
+def test_a_step_cache_on_a_distilled_chain_loads_the_stored_model_and_hooks_it(dirs, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red apple\na blue car\n")
+    distill = ("--set", "depth-last.distill_steps=2", "--set", "depth-last.distill_batch_size=2", "--set",
+               f"depth-last.distill_data={prompts}")
+    plain = invoke(*run_args(dirs, "--method", "depth-last", *distill, "--limit", "1"))
+    assert plain.returncode == 0, plain.stderr
+    cached = invoke(*run_args(dirs, "--method", "depth-last+fbcache", *distill, "--limit", "1"))
+    assert cached.returncode == 0, cached.stderr
+    steps = read_results(cached.stdout)["compression"]["steps"]
+    assert [s["name"] for s in steps] == ["depth-last", "fbcache"]
+    assert "from_cache" in steps[0] and steps[1]["cost"]["hooked_blocks"] >= 2  # trained once, hooked every run
+
+
+def test_steps_that_change_nothing_go_anywhere_and_two_caches_are_named_before_the_order():
+    from compressors.base import check_chain_order
+    from compressors.compile import Compile
+    from compressors.none import NoCompression
+    from harness.errors import UsageError
+
+    fbcache, pab = FirstBlockCache(), PyramidAttentionBroadcast()
+    check_chain_order([fbcache, NoCompression()])  # no error: `none` changes nothing
+    with pytest.raises(UsageError, match="'fbcache' and 'pab' are both step-cache steps"):
+        check_chain_order([fbcache, Compile(), pab])

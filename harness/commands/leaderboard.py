@@ -161,6 +161,8 @@ def _row(run: Run, bases: list[Run], quality: list[str], label: str) -> dict[str
 def _speedup(run: Run, bases: list[Run]) -> dict[str, float | None]:
     """Base latency / this run's (end to end), with its standard error from both medians' bootstrap errors."""
     base = _base_for(run, LATENCY_KEY, bases)
+    if base is run:  # exactly 1: its latency over itself
+        return {"speedup": 1.0, "speedup_stderr": None}
     latency = _finite(run.results.metrics.get(LATENCY_KEY))
     if base is None or latency is None or not latency:
         return {"speedup": None, "speedup_stderr": None}

@@ -17,7 +17,7 @@ from compressors.hierarchicalprune import HierarchicalPruneParams
 from harness.errors import UsageError, unknown_name_error
 
 _DISTILL_STEPS = HierarchicalPruneParams.distill_steps
-_FBCACHE_THRESHOLDS = ("0.1", "0.2", "0.3")
+_FBCACHE_THRESHOLDS = ("0.1", "0.15", "0.2", "0.3")
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,8 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
             RecipeRun("hierarchicalprune+nf4+fbcache", ("hierarchicalprune.budget=0.2", "fbcache.threshold=0.2")),
             RecipeRun("depth-last+int8dq", ("depth-last.budget=0.2", "depth-last.distill_steps=0")),
             RecipeRun("int8dq+fbcache", ("fbcache.threshold=0.2",)),
+            RecipeRun("compile"),
+            RecipeRun("fbcache+compile", ("fbcache.threshold=0.2",)),
         ),
         batch_size=16,
     ),

@@ -154,8 +154,11 @@ def apply_chain(model: Any, compressors: list[Any], chain: tuple[tuple[str, str]
 
     from harness.models.saving import load_compressed_transformer, read_provenance, save_compressed
 
-    runtime = [c for c in compressors if c.runtime]
-    stored_part, stored_chain = compressors[:len(compressors) - len(runtime)], chain[:len(chain) - len(runtime)]
+    runtime = [c for c in compressors if c.runtime]  # the chain's tail: `check_chain_order` refuses them elsewhere
+    stored_part = [c for c in compressors if not c.runtime]
+    # `chain` holds the model-changing steps only, in order
+    stored_chain = tuple(entry for c, entry in zip([c for c in compressors if c.changes_model], chain, strict=True)
+                         if not c.runtime)
     # the sampling too: distillation draws its batches and teacher images at the run's size and guidance
     identity = json.dumps([model.fingerprint, str(model.dtype), model.device.type, [list(c) for c in stored_chain],
                            model.spec.sampling.as_dict()])

@@ -6,8 +6,9 @@ transformer call (FLUX's); others set none (SD3's: its transformer is no `CacheM
 harness runs inside `denoising_scope`: the hooks' state is emptied before and after it (a cache never carries from
 one image batch, prompt or suite into the next) and a context is set for pipelines that set none; a pipeline's own
 context, set per call, takes precedence. With `count=True` it also counts what the transformer computed: each
-Linear layer of its blocks that ran. A transformer call in which fewer block layers ran than in the batch's fullest
-call (the first: a cache always computes it) reused cached outputs for part or all of its blocks.
+Linear layer of its blocks that ran (not in a compiled transformer, where hooks would force recompilation). A
+transformer call in which fewer block layers ran than in the batch's fullest call (the first: a cache always
+computes it) reused cached outputs for part or all of its blocks.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class TransformerCalls:
     """What the transformer computed during one pipeline call (one image batch)."""
 
     layer_runs: list[int] = field(default_factory=list)  # block Linear layers that ran, per transformer call
+    counted: bool = True  # False: nothing was counted (not asked, or a compiled transformer)
 
     @property
     def calls(self) -> int:
@@ -42,7 +44,9 @@ class TransformerCalls:
         full = max(self.layer_runs, default=0)
         return sum(self.layer_runs) / (full * len(self.layer_runs)) if full else 1.0
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, Any] | None:
+        if not self.counted:
+            return None
         return {"transformer_calls": self.calls, "computed_calls": self.computed,
                 "block_work": round(self.block_work, 6)}
 
@@ -64,12 +68,17 @@ def has_step_cache(transformer: Any) -> bool:
     return any(hasattr(module, "_diffusers_hook") for module in transformer.modules())
 
 
+def is_compiled(transformer: Any) -> bool:
+    """Whether torch.compile was applied to the transformer or any module in it (`nn.Module.compile`)."""
+    return any(getattr(module, "_compiled_call_impl", None) is not None for module in transformer.modules())
+
+
 def _block_linears(transformer: Any) -> list[Any]:
     import torch
 
-    from harness.models.topology import block_topology
+    from harness.models.topology import block_modules
 
-    return [layer for block in block_topology(transformer) for layer in transformer.get_submodule(block.path).modules()
+    return [layer for block in block_modules(transformer) for layer in block.modules()
             if isinstance(layer, torch.nn.Linear)]
 
 
@@ -77,7 +86,9 @@ def _block_linears(transformer: Any) -> list[Any]:
 def denoising_scope(transformer: Any, count: bool = False) -> Iterator[TransformerCalls]:
     """Run one pipeline call (or one bare transformer forward) inside this: step-cache state starts and ends empty;
     yields the call counts (filled when `count`)."""
-    calls = TransformerCalls()
+    # counting hooks added inside compiled code would make it recompile: a compiled transformer is not counted
+    count = count and not is_compiled(transformer)
+    calls = TransformerCalls(counted=count)
     handles: list[Any] = []
     if count:
         def on_transformer(_module: Any, _args: Any) -> None:

@@ -50,6 +50,11 @@ def block_topology(transformer: torch.nn.Module) -> list[BlockInfo]:
     return blocks
 
 
+def block_modules(transformer: torch.nn.Module) -> list[torch.nn.Module]:
+    """The block modules themselves, in execution order."""
+    return [transformer.get_submodule(block.path) for block in block_topology(transformer)]
+
+
 def component_modules(transformer: torch.nn.Module, block: BlockInfo, component: str) -> dict[str, torch.nn.Module]:
     """The submodules making up `component` of `block`, keyed by their path inside the transformer.
 

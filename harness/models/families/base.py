@@ -45,7 +45,6 @@ class Family(abc.ABC):
     default_sampling: SamplingSettings  # for a folder or repo id that is not a registered preset
     default_max_sequence_length: int  # text (T5) tokens the pipeline encodes when sampling leaves it None
     takes_negative_prompt: bool  # whether the pipeline call gets SamplingSettings.negative_prompt
-    transformer_timestep_per_sigma: float  # the transformer's `timestep` input at noise level sigma, per sigma
     # block kind (as `block_kind` returns it) -> the names of its sub-components, in the order rankings list them
     kind_components: dict[str, tuple[str, ...]]
     # sub-component name -> block attributes; override where the family's blocks name their submodules differently
@@ -196,10 +195,6 @@ class Family(abc.ABC):
     def caches_block(self, block: torch.nn.Module) -> bool:
         """Whether a step cache may hook this block (else it always computes)."""
         return True
-
-    def scheduler_timestep(self, transformer_timestep: float) -> float:
-        """The scheduler's timestep (0 to 1000) of a transformer call's `timestep` input."""
-        return transformer_timestep * 1000.0 / self.transformer_timestep_per_sigma
 
 
 def vae_scale_factor(vae_config: dict[str, Any]) -> int:

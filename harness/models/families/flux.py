@@ -21,7 +21,6 @@ class FluxFamily(Family):
                                         negative_prompt=None)
     default_max_sequence_length = 512
     takes_negative_prompt = False
-    transformer_timestep_per_sigma = 1.0  # FLUX's transformer takes sigma and scales it by 1000 itself
     kind_components = {
         "flux-double": ("w_norm1", "w_norm1_context", "attn", "ff", "ff_context"),
         "flux-single": ("w_norm", "attn", "proj_mlp_out"),
@@ -71,8 +70,7 @@ class FluxFamily(Family):
             "pooled_projections": draw(batch_size, config.pooled_projection_dim),
             "return_dict": False,
             "hidden_states": draw(batch_size, rows * columns, config.in_channels),
-            "timestep": torch.full((batch_size,), 0.5 * self.transformer_timestep_per_sigma, device=device,
-                                   dtype=dtype),
+            "timestep": torch.full((batch_size,), 0.5, device=device, dtype=dtype),  # FLUX takes t in [0, 1]
             "img_ids": _image_ids(rows, columns).to(device, dtype),
             "txt_ids": torch.zeros(text_tokens, 3, device=device, dtype=dtype),
         }
@@ -94,7 +92,7 @@ class FluxFamily(Family):
         scale = pipeline.vae_scale_factor * 2  # 2x2 latent patches per token
         inputs = {
             "hidden_states": x_t, "encoder_hidden_states": embeds, "pooled_projections": pooled, "return_dict": False,
-            "timestep": sigma * self.transformer_timestep_per_sigma,
+            "timestep": sigma,  # FLUX's transformer scales by 1000 itself
             "img_ids": pipeline._prepare_latent_image_ids(x_t.shape[0], height // scale, width // scale, device,
                                                           dtype),
             "txt_ids": torch.zeros(embeds.shape[1], 3, device=device, dtype=dtype),

@@ -22,7 +22,6 @@ class SD3Family(Family):
     default_sampling = SamplingSettings(num_inference_steps=28, guidance_scale=7.0, max_sequence_length=256)
     default_max_sequence_length = 256
     takes_negative_prompt = True
-    transformer_timestep_per_sigma = 1000.0  # SD3's transformer takes the scheduler's timestep, sigma * 1000
     kind_components = {
         "joint": _JOINT,
         "joint-dual": _JOINT,  # SD3.5 Medium's blocks with a second, image-only attention (attn2)
@@ -80,8 +79,7 @@ class SD3Family(Family):
             "pooled_projections": draw(batch_size, config.pooled_projection_dim),
             "return_dict": False,
             "hidden_states": draw(batch_size, config.in_channels, height // 8, width // 8),
-            "timestep": torch.full((batch_size,), 0.5 * self.transformer_timestep_per_sigma, device=device,
-                                   dtype=dtype),
+            "timestep": torch.full((batch_size,), 500.0, device=device, dtype=dtype),
         }
 
     def training_latents(self, pipeline: Any, latents: torch.Tensor) -> torch.Tensor:
@@ -93,7 +91,7 @@ class SD3Family(Family):
         embeds, pooled = self.encode_prompts(pipeline, prompts, sampling.max_sequence_length, device)
         return {"hidden_states": x_t, "encoder_hidden_states": embeds, "pooled_projections": pooled,
                 "return_dict": False,
-                "timestep": sigma * self.transformer_timestep_per_sigma}
+                "timestep": sigma * 1000}  # SD3's transformer takes the scheduler's timestep, sigma * 1000
 
     def block_lists(self) -> list[tuple[str, type]]:
         from diffusers.models.attention import JointTransformerBlock
