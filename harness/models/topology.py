@@ -51,8 +51,9 @@ def block_topology(transformer: torch.nn.Module) -> list[BlockInfo]:
 
 
 def block_modules(transformer: torch.nn.Module) -> list[torch.nn.Module]:
-    """The block modules themselves, in execution order."""
-    return [transformer.get_submodule(block.path) for block in block_topology(transformer)]
+    """What the family's block lists hold, in execution order, whatever it is (an ablation's stand-in too)."""
+    family = family_of_transformer(transformer)
+    return [block for list_name, _ in family.block_lists() for block in getattr(transformer, list_name)]
 
 
 def component_modules(transformer: torch.nn.Module, block: BlockInfo, component: str) -> dict[str, torch.nn.Module]:
