@@ -214,27 +214,37 @@ class BitsAndBytes8Bit(WeightQuantiser):
         return layer
 
 
-class TorchAOInt8(WeightQuantiser):
-    """torchao int8 weight-only quantisation (per-channel scales)."""
+class TorchAOQuantiser(WeightQuantiser):
+    """Base of the torchao quantisers: `config(device)` is the torchao config `quantize_` applies to every Linear."""
 
-    name = "torchao-int8"
     saves = False  # torchao's tensor subclasses are not safetensors
 
     @dataclass(frozen=True)
     class Params:
         pass
 
+    def config(self, device: Any) -> Any:
+        raise NotImplementedError
+
     def apply(self, model: Any) -> dict[str, Any]:
+        return _quantise_linears(model, torchao_config=self.config(model.device))
+
+
+class TorchAOInt8(TorchAOQuantiser):
+    """torchao int8 weight-only quantisation (per-channel scales)."""
+
+    name = "torchao-int8"
+
+    def config(self, device: Any) -> Any:
         from torchao.quantization import Int8WeightOnlyConfig
 
-        return _quantise_linears(model, torchao_config=Int8WeightOnlyConfig())
+        return Int8WeightOnlyConfig()
 
 
-class TorchAOInt4(WeightQuantiser):
+class TorchAOInt4(TorchAOQuantiser):
     """torchao int4 weight-only quantisation with per-group scales: packed int4 on CUDA, unpacked on the CPU."""
 
     name = "torchao-int4"
-    saves = False  # torchao's tensor subclasses are not safetensors
 
     @dataclass(frozen=True)
     class Params:
@@ -244,46 +254,33 @@ class TorchAOInt4(WeightQuantiser):
             if self.group_size not in (32, 64, 128, 256):
                 raise ValueError(f"group_size must be one of 32, 64, 128, 256, got {self.group_size}")
 
-    def apply(self, model: Any) -> dict[str, Any]:
+    def config(self, device: Any) -> Any:
         import torch
         from torchao.quantization import Int4WeightOnlyConfig, IntxWeightOnlyConfig
         from torchao.quantization.granularity import PerGroup
 
-        if model.device.type == "cuda":
-            return _quantise_linears(model, torchao_config=Int4WeightOnlyConfig(group_size=self.params.group_size))
-        config = IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(self.params.group_size))
-        return _quantise_linears(model, torchao_config=config)
+        if device.type == "cuda":
+            return Int4WeightOnlyConfig(group_size=self.params.group_size)
+        return IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(self.params.group_size))
 
 
-
-class TorchAOInt8Dynamic(WeightQuantiser):
+class TorchAOInt8Dynamic(TorchAOQuantiser):
     """torchao int8 dynamic-activation int8-weight: each Linear's input is quantised per token at run time and the
     matmul runs in int8 (CPU and CUDA), so it cuts arithmetic as well as weight bytes."""
 
     name = "int8dq"
-    saves = False  # torchao's tensor subclasses are not safetensors
 
-    @dataclass(frozen=True)
-    class Params:
-        pass
-
-    def apply(self, model: Any) -> dict[str, Any]:
+    def config(self, device: Any) -> Any:
         from torchao.quantization import Int8DynamicActivationInt8WeightConfig
 
-        return _quantise_linears(model, torchao_config=Int8DynamicActivationInt8WeightConfig())
+        return Int8DynamicActivationInt8WeightConfig()
 
 
 FP8_CAPABILITY = (8, 9)  # the first CUDA compute capability with FP8 tensor cores (Ada; Hopper, Blackwell after it)
 
 
-class TorchAOFloat8(WeightQuantiser):
+class TorchAOFloat8(TorchAOQuantiser):
     """Base of torchao's FP8 quantisers (e4m3 weights, per-row scales): CUDA GPUs with FP8 support only."""
-
-    saves = False  # torchao's tensor subclasses are not safetensors
-
-    @dataclass(frozen=True)
-    class Params:
-        pass
 
     def check_plan(self, spec: Any) -> None:
         import torch
@@ -309,19 +306,13 @@ class TorchAOFloat8(WeightQuantiser):
             linear.estimated_storage_bytes = linear.weight.numel() + 4 * linear.out_features + bias
         return {"quantised_linear_layers": len(layers)}
 
-    def config(self) -> Any:
-        raise NotImplementedError
-
-    def apply(self, model: Any) -> dict[str, Any]:
-        return _quantise_linears(model, torchao_config=self.config())
-
 
 class TorchAOFloat8Dynamic(TorchAOFloat8):
     """torchao FP8 dynamic-activation FP8-weight: FP8 matmuls on the GPU's FP8 tensor cores."""
 
     name = "fp8dq"
 
-    def config(self) -> Any:
+    def config(self, device: Any) -> Any:
         from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow
 
         return Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())
@@ -332,7 +323,7 @@ class TorchAOFloat8WeightOnly(TorchAOFloat8):
 
     name = "fp8wo"
 
-    def config(self) -> Any:
+    def config(self, device: Any) -> Any:
         from torchao.quantization import Float8WeightOnlyConfig
 
         return Float8WeightOnlyConfig()
