@@ -71,7 +71,8 @@ def _distribution(array: Any) -> dict[str, float]:
 
     # interpolating between infinite values gives nan: take the nearest order statistic then
     method = "linear" if bool(np.isfinite(array).all()) else "nearest"
-    return {name: float(np.quantile(array, q, method=method)) for name, q in QUANTILES.items()}
+    values = np.quantile(array, list(QUANTILES.values()), method=method)
+    return {name: float(value) for name, value in zip(QUANTILES, values, strict=True)}
 
 
 def summarize(values: Sequence[float]) -> MetricValue:

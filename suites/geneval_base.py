@@ -178,11 +178,12 @@ class GenevalStyleSuite(ImageSuite):
         over images, of the fraction; over tags, of their unweighted mean (independent samples); over prompts, of
         the fraction with at least one correct image."""
         summary = geneval_summary((r["tag"], r["prompt_index"], r["correct"]) for r in records)
-        per_tag = {tag: summarize([float(r["correct"]) for r in records if r["tag"] == tag])
-                   for tag in TAGS if tag in summary.per_tag}
+        by_tag: dict[str, list[float]] = {}
         by_prompt: dict[int, bool] = {}
-        for record in records:
+        for record in records:  # one pass: the paired bootstrap calls this a thousand times per comparison
+            by_tag.setdefault(record["tag"], []).append(float(record["correct"]))
             by_prompt[record["prompt_index"]] = by_prompt.get(record["prompt_index"], False) or record["correct"]
+        per_tag = {tag: summarize(by_tag[tag]) for tag in TAGS if tag in summary.per_tag}
         return {
             "overall": MetricValue(summary.overall, summary.images,
                                    stderr_of_mean_of_means([m.stderr for m in per_tag.values()])),

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import invoke, read_results, run_args
 
-from harness.commands.compare import Tolerance, bootstrap_drop, drop, load_run
+from harness.commands.compare import Tolerance, bootstrap_change, bootstrap_changes, bootstrap_drop, drop, load_run
 
 FAST = ["--set", "sampling.num_inference_steps=2", "--limit", "6"]
 
@@ -61,6 +61,17 @@ def test_bootstrap_interval_brackets_the_drop(runs):
     low, high = bootstrap_drop(run, base, "fidelity/ssim", samples=300)
     point = drop(base.value("fidelity/ssim"), run.value("fidelity/ssim"), True)
     assert low <= point <= high and low > 0  # every image lost structure
+
+
+def test_several_keys_share_one_resampling_pass_with_the_same_intervals(runs):
+    """The leaderboard asks for every metric of a suite at once: the same intervals as one key at a time, and None
+    for a measurement suite's key among them."""
+    run, base = load_run(runs["pruned"]), load_run(runs["base"])
+    keys = ["fidelity/ssim", "fidelity/psnr", "latency/end_to_end"]
+    together = bootstrap_changes(run, base, keys, samples=200)
+    assert together == {key: bootstrap_change(run, base, key, samples=200) for key in keys}
+    assert together["latency/end_to_end"] is None and together["fidelity/ssim"][1] < 0
+    assert bootstrap_changes(run, base, keys, samples=200, seed=1) != together  # the seed decides the draws
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -65,43 +65,72 @@ def bootstrap_change(run: Run, baseline: Run, key: str, samples: int = BOOTSTRAP
                      level: float = 0.95) -> tuple[float, float] | None:
     """The `level` interval of (run - baseline) for `key` from a paired bootstrap over the prompts both runs
     scored, or None when the suite has no per-image records (measurement suites) or the runs share no prompts."""
-    return bootstrap_interval([run, baseline], key, lambda v: v[0] - v[1], samples, seed, level)
+    return bootstrap_changes(run, baseline, [key], samples, seed, level)[key]
+
+
+def bootstrap_changes(run: Run, baseline: Run, keys: list[str], samples: int = BOOTSTRAP_SAMPLES, seed: int = 0,
+                      level: float = 0.95) -> dict[str, tuple[float, float] | None]:
+    """`bootstrap_change` for several keys, one resampling pass per suite."""
+    return bootstrap_intervals([run, baseline], keys, lambda v: v[0] - v[1], samples, seed, level)
 
 
 def bootstrap_interval(runs: list[Run], key: str, statistic: Callable[[list[float]], float],
                        samples: int = BOOTSTRAP_SAMPLES, seed: int = 0,
                        level: float = 0.95) -> tuple[float, float] | None:
     """The `level` interval of `statistic(values of key in each run)` from a paired bootstrap over the prompts
-    every run scored: each resample draws prompts with replacement and recomputes the metric of every run from
-    the same prompts' per-image records. None when the suite has no per-image records or the runs share no
-    prompts; resamples where the statistic is not finite are left out."""
+    every run scored (`bootstrap_intervals` for one key)."""
+    return bootstrap_intervals(runs, [key], statistic, samples, seed, level)[key]
+
+
+def bootstrap_intervals(runs: list[Run], keys: list[str], statistic: Callable[[list[float]], float],
+                        samples: int = BOOTSTRAP_SAMPLES, seed: int = 0,
+                        level: float = 0.95) -> dict[str, tuple[float, float] | None]:
+    """For each of `keys` (any suites), the `level` interval of `statistic(values of the key in each run)` from a
+    paired bootstrap over the prompts every run scored: each resample draws prompts with replacement and
+    recomputes the metrics of every run from the same prompts' per-image records. A key's interval is None when
+    its suite has no per-image records, the runs share no prompts, or some resample's metric is undefined;
+    resamples where the statistic is not finite are left out. The draws depend only on the shared prompts and
+    `seed`, so the keys of one suite share one pass of `aggregate` per resample (the same intervals as one key at
+    a time, at a fraction of the cost)."""
     from harness.registry import SUITES
 
-    suite_name, _, metric = key.partition("/")
-    if suite_name not in SUITES.names():
-        return None
-    suite = SUITES.get(suite_name)()
-    if suite.kind != "images":
-        return None
-    grouped = [_by_prompt(run.suite_records(suite_name)) for run in runs]
-    prompts = sorted(set.intersection(*(set(g) for g in grouped)))
-    if not prompts:
-        return None
-    rng = random.Random(seed)
-    values = []
-    for _ in range(samples):
-        chosen = [rng.choice(prompts) for _ in prompts]
-        metrics = [_value(suite.aggregate([r for p in chosen for r in g[p]]).get(metric)) for g in grouped]
-        if any(m is None or not math.isfinite(m) for m in metrics):
-            return None
-        value = statistic([float(m) for m in metrics if m is not None])
-        if math.isfinite(value):
-            values.append(value)
-    if not values:
-        return None
-    values.sort()
-    tail = (1 - level) / 2
-    return values[int(tail * (len(values) - 1))], values[int(math.ceil((1 - tail) * (len(values) - 1)))]
+    by_suite: dict[str, list[str]] = {}
+    for key in keys:
+        suite_name, _, metric = key.partition("/")
+        by_suite.setdefault(suite_name, []).append(metric)
+    intervals: dict[str, tuple[float, float] | None] = {key: None for key in keys}
+    for suite_name, metrics in by_suite.items():
+        if suite_name not in SUITES.names():
+            continue
+        suite = SUITES.get(suite_name)()
+        if suite.kind != "images":
+            continue
+        grouped = [_by_prompt(run.suite_records(suite_name)) for run in runs]
+        prompts = sorted(set.intersection(*(set(g) for g in grouped)))
+        if not prompts:
+            continue
+        rng = random.Random(seed)
+        values: dict[str, list[float] | None] = {metric: [] for metric in metrics}
+        for _ in range(samples):
+            chosen = [rng.choice(prompts) for _ in prompts]
+            aggregates = [suite.aggregate([r for p in chosen for r in g[p]]) for g in grouped]
+            for metric, kept in values.items():
+                if kept is None:
+                    continue
+                per_run = [_value(aggregate.get(metric)) for aggregate in aggregates]
+                if any(m is None or not math.isfinite(m) for m in per_run):
+                    values[metric] = None
+                    continue
+                value = statistic([float(m) for m in per_run if m is not None])
+                if math.isfinite(value):
+                    kept.append(value)
+        for metric, kept in values.items():
+            if kept:
+                kept.sort()
+                tail = (1 - level) / 2
+                intervals[f"{suite_name}/{metric}"] = (kept[int(tail * (len(kept) - 1))],
+                                                       kept[int(math.ceil((1 - tail) * (len(kept) - 1)))])
+    return intervals
 
 
 def bootstrap_drop(run: Run, baseline: Run, key: str, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0,

@@ -20,7 +20,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from harness.commands.compare import Run, bootstrap_change, load_run
+from harness.commands.compare import Run, bootstrap_changes, load_run
 from harness.devices import GIB
 from harness.errors import UsageError
 from harness.metrics import ratio_stderr
@@ -143,17 +143,22 @@ def _row(run: Run, bases: list[Run], quality: list[str], label: str) -> dict[str
         "device": results.device.get("name", results.device.get("type")),
         "metrics": {},
     }
+    compared: dict[str, Run] = {}  # key -> the base its change is measured against
     for key in quality:
         value = _finite(metrics.get(key))
         base = _base_for(run, key, bases)
         base_value = _finite(base.results.metrics.get(key)) if base else None
         cell: dict[str, Any] = {"value": value, "higher_is_better": higher_is_better(run, key) if key in metrics
                                 else None}
-        if value is not None and base_value is not None and base is not run:
+        if value is not None and base_value is not None and base is not None and base is not run:
             cell["change"] = value - base_value
             cell["relative_change"] = (value - base_value) / abs(base_value) if base_value else None
-            cell["ci95"] = bootstrap_change(run, base, key)
+            compared[key] = base
         row["metrics"][key] = cell
+    for base in {id(b): b for b in compared.values()}.values():
+        keys = [key for key, b in compared.items() if b is base]
+        for key, interval in bootstrap_changes(run, base, keys).items():
+            row["metrics"][key]["ci95"] = interval
     row["thumbnails"] = {name: run.path / name for name in _thumbnail_names(run)}
     return row
 
