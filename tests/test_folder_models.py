@@ -83,3 +83,47 @@ def test_a_folder_runs_in_its_stored_dtype_and_quietly(dirs, folders):
     assert result.returncode == 0, result.stderr
     assert read_results(result.stdout)["model"]["dtype"] == "float32"  # saved in float32, not cast to bfloat16
     assert "Loading pipeline components" not in result.stderr and "Loading weights" not in result.stderr
+
+
+def test_a_folder_digest_is_cached_by_path_size_and_mtime_and_rehashed_on_change(tmp_path, folders):
+    """Hashing a 16 GB folder takes 16 s a run: the digest is reused while every file's path, size and modification
+    time are unchanged, and recomputed when a file is touched, added or removed."""
+    import json
+    import os
+    import shutil
+
+    from harness.models.loading import DIGEST_CACHE, folder_fingerprint
+
+    folder = tmp_path / "model"
+    shutil.copytree(folders["sd3-6-blocks"], folder)
+    uncached = folder_fingerprint(folder)
+    cache = tmp_path / "cache"
+    assert folder_fingerprint(folder, cache) == uncached
+    stored = json.loads((cache / DIGEST_CACHE).read_text())
+    assert stored[str(folder.resolve())]["digest"] == uncached
+    # a planted digest is returned while nothing changed: the cache, not a rehash, answered
+    stored[str(folder.resolve())]["digest"] = "sha256:planted"
+    (cache / DIGEST_CACHE).write_text(json.dumps(stored))
+    assert folder_fingerprint(folder, cache) == "sha256:planted"
+    weights = next(folder.rglob("*.safetensors"))
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 1_000_000))
+    assert folder_fingerprint(folder, cache) == uncached  # touched: rehashed, the planted digest replaced
+    (folder / "transformer" / "extra.bin").write_bytes(b"\0")
+    added = folder_fingerprint(folder, cache)
+    assert added != uncached and added == folder_fingerprint(folder)
+    (folder / "transformer" / "extra.bin").unlink()
+    assert folder_fingerprint(folder, cache) == uncached
+    (cache / DIGEST_CACHE).write_text("{not json")  # a damaged cache is rehashed over, never an error
+    assert folder_fingerprint(folder, cache) == uncached
+
+
+def test_a_run_keeps_the_folder_digest_in_its_cache_dir(dirs, folders):
+    import json
+
+    from harness.models.loading import DIGEST_CACHE
+
+    result = invoke(*run_args(dirs, "--model", str(folders["sd3-6-blocks"]), *FAST))
+    assert result.returncode == 0, result.stderr[-3000:]
+    stored = json.loads((dirs["cache"] / DIGEST_CACHE).read_text())
+    fingerprint = read_results(result.stdout)["model"]["fingerprint"]
+    assert stored[str(folders["sd3-6-blocks"].resolve())]["digest"] == fingerprint

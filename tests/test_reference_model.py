@@ -90,10 +90,10 @@ def test_committed_results_come_from_the_committed_model_and_cover_every_method(
     committed now, every registered method has a run, and the committed leaderboard has a row for each run."""
     from conftest import REPO
 
-    from harness.models.loading import _hash_folder
+    from harness.models.loading import folder_fingerprint
     from harness.registry import COMPRESSORS
 
-    fingerprint = _hash_folder(WEIGHTS_DIR)
+    fingerprint = folder_fingerprint(WEIGHTS_DIR)
     runs = [json.loads(p.read_text()) for p in sorted((REPO / "results" / "reference" / "runs").glob("*/results.json"))]
     baseline = json.loads((REPO / "results" / "ci-baseline" / "results.json").read_text())
     stale = [r["run_id"] for r in [*runs, baseline] if r["model"]["fingerprint"] != fingerprint]

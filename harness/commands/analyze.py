@@ -62,7 +62,7 @@ def analyze(options: AnalyzeOptions) -> Path:
     requests = suite.requests(options.limit)
     override_params(spec.sampling, settings["sampling"], "sampling")  # fail before loading
 
-    model = open_model(spec, options.weights, context.device, options.dtype, settings["sampling"])
+    model = open_model(spec, options.weights, context, options.dtype, settings["sampling"])
     sampling = model.spec.sampling
     options = dataclasses.replace(options, batch_size=options.batch_size or model.spec.batch_size)
     cache = ImageCache(context.cache_dir)

@@ -232,7 +232,7 @@ def execute(plan: RunPlan, model: Any) -> Execution:
         if model.base is not None:  # a saved compressed model: the original images come from its base model
             from harness.models.loading import load_base
 
-            original = load_base(model)
+            original = load_base(model, plan.context.cache_dir)
             reference_setup = GenerationSetup.for_model(original, sampling, options.seed_mode, options.seed)
         generate_all(original, reference_setup, reference_suites, "original")
         del original
@@ -254,7 +254,7 @@ def run(options: RunOptions) -> Path | None:
 
     started = time.perf_counter()
     plan = plan_run(options)
-    model = open_model(plan.spec, options.weights, plan.context.device, options.dtype, plan.sampling_settings)
+    model = open_model(plan.spec, options.weights, plan.context, options.dtype, plan.sampling_settings)
     if plan.state.is_main_process:
         remove_stale_staging(options.output_dir)
     if options.skip_finished:
@@ -369,7 +369,7 @@ def compress(options: RunOptions, save: Path) -> Path:
         raise UsageError(f"{', '.join(unsaved)} cannot be saved (its quantised layers are not safetensors): "
                          f"measure it with `harness run --method {'+'.join(options.methods)}` instead, which "
                          "applies the chain in memory")
-    model = open_model(spec, options.weights, context.device, options.dtype, settings["sampling"])
+    model = open_model(spec, options.weights, context, options.dtype, settings["sampling"])
     inputs = [c.inputs(model) for c in compressors]
     steps = apply_chain(model, compressors, chain_identity(compressors, inputs), context.cache_dir,
                         state.is_main_process)

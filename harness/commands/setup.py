@@ -114,9 +114,10 @@ def instantiate_chain(methods: list[str], settings: dict[str, dict[str, str]], c
     return compressors
 
 
-def open_model(spec: Any, weights: str | None, device: str, dtype: str | None,
+def open_model(spec: Any, weights: str | None, context: Any, dtype: str | None,
                sampling_settings: dict[str, str] | None = None) -> Any:
-    """The loaded model of a resolved spec on `device`, with its load's memory peaks in `load_memory`. Its
+    """The loaded model of a resolved spec on the context's device (a folder's fingerprint cached in its cache
+    folder), with its load's memory peaks in `load_memory`. Its
     `spec.sampling` is the command's (the model's own with `--set sampling.*` applied), so that everything drawn
     for it (teacher images, distillation batches, measurements) uses the size and guidance the run evaluates at;
     a size its transformer cannot draw is a UsageError here, before any image."""
@@ -126,8 +127,8 @@ def open_model(spec: Any, weights: str | None, device: str, dtype: str | None,
     from harness.models.loading import load_model
     from harness.params import override_params
 
-    with PeakMemory(device) as loading:
-        model = load_model(spec, weights=weights, device=device, dtype=dtype)
+    with PeakMemory(context.device) as loading:
+        model = load_model(spec, weights=weights, device=context.device, dtype=dtype, cache_dir=context.cache_dir)
     model.load_memory = loading
     sampling = override_params(model.spec.sampling, sampling_settings or {}, "sampling")
     model.spec = dataclasses.replace(model.spec, sampling=sampling)

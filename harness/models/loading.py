@@ -170,15 +170,47 @@ def _download(repo_id: str, revision: str | None) -> Path:
 NOT_WEIGHTS = frozenset({"README.md", "train_log.jsonl", "contribution_ranking.json", "contribution_heatmap.png"})
 
 
-def _hash_folder(folder: Path) -> str:
-    """sha256 over every model file's relative path and content: any changed byte changes the fingerprint."""
+DIGEST_CACHE = "folder-digests.json"  # under the run's cache folder
+
+
+def folder_fingerprint(folder: Path, cache_dir: Path | None = None) -> str:
+    """sha256 over every model file's relative path and content: any changed byte changes the fingerprint.
+
+    Hashing reads every byte (about 16 s for a 16 GB model), so with `cache_dir` the digest is kept in
+    <cache_dir>/folder-digests.json by the folder's absolute path with each file's path, size and modification
+    time, and reused while all of them are unchanged; a file added, removed, resized or touched rehashes."""
+    folder = Path(folder).resolve()
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in NOT_WEIGHTS)
+    listing = [[str(f.relative_to(folder)), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+    cache_file = cache_dir / DIGEST_CACHE if cache_dir is not None else None
+    cached = _read_digests(cache_file)
+    entry = cached.get(str(folder))
+    if entry is not None and entry.get("files") == listing:
+        return str(entry["digest"])
     digest = hashlib.sha256()
-    for file in sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in NOT_WEIGHTS):
+    for file in files:
         digest.update(str(file.relative_to(folder)).encode())
         with file.open("rb") as handle:
             for chunk in iter(lambda: handle.read(1 << 24), b""):
                 digest.update(chunk)
-    return "sha256:" + digest.hexdigest()
+    fingerprint = "sha256:" + digest.hexdigest()
+    if cache_file is not None:
+        cached[str(folder)] = {"files": listing, "digest": fingerprint}
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        partial = cache_file.with_name(f"{cache_file.name}.{os.getpid()}.partial")
+        partial.write_text(json.dumps(cached, indent=1))
+        os.replace(partial, cache_file)  # never a half-written cache, even beside another run
+    return fingerprint
+
+
+def _read_digests(cache_file: Path | None) -> dict[str, Any]:
+    if cache_file is None or not cache_file.is_file():
+        return {}
+    try:
+        data = json.loads(cache_file.read_text())
+    except (OSError, ValueError):  # unreadable: rehash, and the next write replaces it
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def hash_modules(pipeline: Any) -> str:
@@ -201,8 +233,10 @@ def _snapshot_commit(folder: Path) -> str | None:
     return folder.name if folder.parent.name == "snapshots" and len(folder.name) == 40 else None
 
 
-def load_model(spec: ModelSpec, *, weights: str | None, device: str, dtype: str | None = None) -> LoadedModel:
-    """Build or load the pipeline on `device` in `dtype` (default: the spec's)."""
+def load_model(spec: ModelSpec, *, weights: str | None, device: str, dtype: str | None = None,
+               cache_dir: Path | None = None) -> LoadedModel:
+    """Build or load the pipeline on `device` in `dtype` (default: the spec's); with `cache_dir`, a local
+    folder's fingerprint is cached there (`folder_fingerprint`)."""
     import torch
 
     torch_dtype = getattr(torch, dtype or spec.dtype)
@@ -250,14 +284,14 @@ def load_model(spec: ModelSpec, *, weights: str | None, device: str, dtype: str 
                 "corrupt or missing (only .safetensors weights are loaded): download the model again."
             ) from None
         commit = _snapshot_commit(folder)
-        fingerprint = f"hf:{spec.repo_id}@{commit}" if commit else _hash_folder(folder)
+        fingerprint = f"hf:{spec.repo_id}@{commit}" if commit else folder_fingerprint(folder, cache_dir)
         source = str(folder)
     pipeline.to(device)
     pipeline.set_progress_bar_config(disable=True)
     return LoadedModel(spec, pipeline, fingerprint, source, torch.device(device), torch_dtype, base, base_weights)
 
 
-def load_base(model: LoadedModel) -> LoadedModel:
+def load_base(model: LoadedModel, cache_dir: Path | None = None) -> LoadedModel:
     """The uncompressed model a saved compressed model came from, on the same device and dtype: from the --weights
     given beside it, else where it was at compression time. Its fingerprint must be the one recorded then."""
     assert model.base is not None
@@ -277,7 +311,8 @@ def load_base(model: LoadedModel) -> LoadedModel:
         raise UsageError(f"'{model.source}' was compressed from {name} at {source}, which is not there any "
                          f"more: pass the base model's folder with --weights <folder> (its fingerprint must be "
                          f"{fingerprint})")
-    base = load_model(spec, weights=weights, device=str(model.device), dtype=dtype_name(model.dtype))
+    base = load_model(spec, weights=weights, device=str(model.device), dtype=dtype_name(model.dtype),
+                      cache_dir=cache_dir)
     if base.fingerprint != fingerprint:
         raise UsageError(f"'{model.source}' was compressed from {name} with fingerprint {fingerprint}, but the base "
                          f"model found at {base.source} has {base.fingerprint}: the original images would come from "
