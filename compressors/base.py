@@ -32,6 +32,12 @@ class Compressor(Plugin):
         """Refuse, before any weight loads, what this method cannot do for the model `spec` describes (a
         UsageError naming the fix). By default it can do anything."""
 
+    def trained_weights_reason(self) -> str | None:
+        """Why `apply` needs the model's trained weights (it trains on or scores the model's own images), naming the
+        setting that avoids it; None when it only changes structure, storage or how the pipeline runs, which is all a
+        model with random weights (`--weights random`) can be measured for."""
+        return None
+
     def inputs(self, model: Any) -> dict[str, str]:
         """What `apply` will read beyond its parameters, each by a digest of its content: a ranking it finds by
         itself, the files a path parameter names. Part of the chain's identity, so that a newer analysis or an edited

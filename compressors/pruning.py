@@ -89,6 +89,12 @@ class BlockPruning(Compressor):
             raise UsageError(f"distilling '{spec.argument}' needs training data: pass --set {self.name}.distill_data="
                              "<folder of images with .txt captions, or a .txt prompt list>")
 
+    def trained_weights_reason(self) -> str | None:
+        if self.params.distill_steps:
+            return (f"{self.name} distils for {self.params.distill_steps} steps on the model's own images: "
+                    f"--set {self.name}.distill_steps=0 keeps the block removal alone")
+        return None
+
     def inputs(self, model: Any) -> dict[str, str]:
         """The ranking `ranking_for` finds and the distillation data, by content."""
         found = {}

@@ -83,7 +83,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL, help="registered model name, local diffusers folder or "
                         f"Hub repo id (default: {DEFAULT_MODEL})")
     parser.add_argument("--weights", help="local diffusers folder holding the weights of a registered model; "
-                        "beside a saved compressed model (--model DIR), the folder of its base model, if it moved")
+                        "beside a saved compressed model (--model DIR), the folder of its base model, if it moved; "
+                        "'random' or 'random:SEED': the preset's architecture with seeded random weights, built on the "
+                        "device without a download (device suites and structural methods only)")
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], help="default: the model's")
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -157,3 +158,31 @@ class PeakMemory:
     def as_dict(self) -> dict[str, Any]:
         return {"allocated_bytes": self.allocated, "reserved_bytes": self.reserved, "nvml_bytes": self.nvml,
                 "rss_bytes": self.rss, "unavailable": self.unavailable}
+
+
+_CGROUP = "/sys/fs/cgroup"
+
+
+def available_memory(device: Any) -> tuple[int | None, str]:
+    """Bytes free for new allocations on `device` and where the figure comes from: on a CUDA device the driver's
+    free memory (`torch.cuda.mem_get_info`); on the host the kernel's MemAvailable, or less where this process's
+    cgroup (a container's limit) leaves less. None where nothing can be read."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(cuda_index(device))
+        return int(free), "free on the GPU (torch.cuda.mem_get_info)"
+    if device.type != "cpu":
+        return None, f"free memory of {device.type} devices is not known"
+    import psutil
+
+    free, source = int(psutil.virtual_memory().available), "available on the host (MemAvailable)"
+    try:
+        limit = Path(_CGROUP, "memory.max").read_text().strip()
+        used = int(Path(_CGROUP, "memory.current").read_text().strip())
+    except (OSError, ValueError):
+        return free, source
+    if limit != "max" and int(limit) - used < free:
+        return max(int(limit) - used, 0), "left under this container's memory limit (cgroup memory.max)"
+    return free, source

@@ -34,7 +34,12 @@ class AnalyzeOptions(GenerationOptions):
 
 def analyze(options: AnalyzeOptions) -> Path:
     """Run (or resume) a contribution analysis; returns the path of the ranking file."""
-    from harness.commands.setup import instantiate, open_model, process_context
+    from harness.commands.setup import (
+        instantiate,
+        open_model,
+        process_context,
+        refuse_image_scores_on_random_weights,
+    )
     from harness.generation import GenerationSetup, ImageCache, generate, load_samples
     from harness.metrics import lookup
     from harness.models.loading import resolve_model
@@ -52,6 +57,7 @@ def analyze(options: AnalyzeOptions) -> Path:
     settings = parse_set_options(options.settings, ["sampling", suite_name])
     _, context = process_context(options)
     (suite,) = instantiate(SUITES, [suite_name], settings, context)
+    refuse_image_scores_on_random_weights(options.weights, spec, [suite])  # the analysis scores images
     if suite.kind != "images":
         raise UsageError(f"{suite_name} measures the pipeline, it scores no images: rank removals by an image "
                          f"metric, e.g. --metric {spec.contribution_metric}")

@@ -67,8 +67,13 @@ def _sample_counts(run: Run) -> str:
 
 
 def _model_key(run: Run) -> str:
+    """The table a run belongs to: its (base) model's; runs on random weights have a table of their own, marked."""
+    from harness.models.random_weights import MARK, is_random
+
     base = run.results.model.base
-    return base["name"] if base else run.results.model.name
+    name, fingerprint = (base["name"], base["fingerprint"]) if base else (run.results.model.name,
+                                                                        run.results.model.fingerprint)
+    return f"{name} ({MARK})" if is_random(fingerprint) else name
 
 
 def _is_base(run: Run) -> bool:

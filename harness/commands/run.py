@@ -28,6 +28,7 @@ from harness.commands.setup import (
     instantiate_chain,
     open_model,
     process_context,
+    refuse_image_scores_on_random_weights,
 )
 from harness.context import Context
 from harness.errors import UsageError
@@ -128,8 +129,9 @@ def plan_run(options: RunOptions) -> RunPlan:
         SUITES.entry(name)
     settings = parse_set_options(options.settings, ["sampling", *dict.fromkeys(options.methods), *suite_names])
     state, context = process_context(options)
-    compressors = instantiate_chain(options.methods, settings, context, spec)
     suites = instantiate(SUITES, suite_names, settings, context)
+    refuse_image_scores_on_random_weights(options.weights, spec, suites)
+    compressors = instantiate_chain(options.methods, settings, context, spec, options.weights)
     # reads prompt files: fail early
     requests = {suite.name: suite.requests(options.limit) if suite.kind == "images" else [] for suite in suites}
     plan = RunPlan(options, spec, state, context, compressors, suites, requests, settings["sampling"])
@@ -360,7 +362,8 @@ def compress(options: RunOptions, save: Path) -> Path:
         raise UsageError(f"--save '{save}' exists and is not empty: choose a new folder")
     spec = resolve_model(options.model)
     state, context = process_context(options)
-    compressors = instantiate_chain(options.methods, settings, context, spec)
+    refuse_image_scores_on_random_weights(options.weights, spec, [])
+    compressors = instantiate_chain(options.methods, settings, context, spec, options.weights)
     if runtime := [c.name for c in compressors if c.runtime]:
         stored = "+".join(c.name for c in compressors if not c.runtime) or "none"
         raise UsageError(f"{', '.join(runtime)} change how the pipeline runs, not what it stores: save "

@@ -101,17 +101,36 @@ def instantiate(registry: Registry, names: list[str], settings: dict[str, dict[s
 
 
 def instantiate_chain(methods: list[str], settings: dict[str, dict[str, str]], context: Any = None,
-                      spec: Any = None) -> list[Any]:
-    """The compressors of `--method a+b`, their order checked (`compressors.base.check_chain_order`) and, given the
-    model's spec, what each cannot do for it (`Compressor.check_plan`)."""
+                      spec: Any = None, weights: str | None = None) -> list[Any]:
+    """The compressors of `--method a+b`, their order checked (`compressors.base.check_chain_order`), on random
+    weights only those that need no trained weights, and, given the model's spec, what each cannot do for it
+    (`Compressor.check_plan`)."""
     from compressors.base import check_chain_order
+    from harness.models.random_weights import random_seed
     from harness.registry import COMPRESSORS
 
     compressors = instantiate(COMPRESSORS, methods, settings, context)
     check_chain_order(compressors)
+    if random_seed(weights) is not None and (reasons := [r for c in compressors if (r := c.trained_weights_reason())]):
+        raise UsageError(f"--weights random draws noise, and {'; '.join(reasons)}")
     for compressor in compressors if spec is not None else ():
         compressor.check_plan(spec)
     return compressors
+
+
+def refuse_image_scores_on_random_weights(weights: str | None, spec: Any, suites: list[Any]) -> None:
+    """`--weights random` is for device figures: refuse a model it cannot build and every suite that scores images,
+    before anything is built."""
+    from harness.models.random_weights import check_buildable, random_seed
+
+    if random_seed(weights) is None:
+        return
+    check_buildable(spec)
+    if scoring := [s.name for s in suites if s.kind == "images"]:
+        raise UsageError(f"--weights random: {', '.join(scoring)} score{'s' if len(scoring) == 1 else ''} images, and "
+                         "a model with random weights draws noise, so the numbers would mean nothing. Measure the "
+                         "device suites on random weights (--suite device: latency, memory), or give the real "
+                         "weights for quality")
 
 
 def open_model(spec: Any, weights: str | None, context: Any, dtype: str | None,
@@ -123,10 +142,15 @@ def open_model(spec: Any, weights: str | None, context: Any, dtype: str | None,
     a size its transformer cannot draw is a UsageError here, before any image."""
     import dataclasses
 
+    import torch
+
     from harness.memory import PeakMemory
     from harness.models.loading import load_model
+    from harness.models.random_weights import random_seed
     from harness.params import override_params
+    from harness.preflight import check_fit
 
+    check_fit(spec, context.device, getattr(torch, dtype or spec.dtype), random_seed(weights) is not None)
     with PeakMemory(context.device) as loading:
         model = load_model(spec, weights=weights, device=context.device, dtype=dtype, cache_dir=context.cache_dir)
     model.load_memory = loading

@@ -10,7 +10,8 @@ from harness.errors import UsageError
 from harness.models.families import family_of
 
 
-def _component(path: str, config: dict[str, Any]) -> Any:
+def component_from_config(path: str, config: dict[str, Any]) -> Any:
+    """A component ("module:Class", config): a transformers model from its config class, else Class(**config)."""
     module_name, class_name = path.split(":")
     cls = getattr(importlib.import_module(module_name), class_name)
     if module_name == "transformers":
@@ -37,7 +38,7 @@ def build_architecture(spec: Any) -> dict[str, Any]:
         model_class = family_of(spec.family).transformer_class()
         with torch.device("meta"):
             components = {"transformer": model_class(**spec.transformer_config)}
-            components.update({name: _component(path, config)
+            components.update({name: component_from_config(path, config)
                                for name, (path, config) in spec.component_configs.items()})
         return {name: module.to(getattr(torch, spec.dtype)) for name, module in components.items()}
     finally:

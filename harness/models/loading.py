@@ -16,6 +16,14 @@ from typing import Any
 
 from harness.errors import UsageError, unknown_name_error
 from harness.models.families import HUB_REPO_FAMILY, Family, family_of, family_of_pipeline_class, registered_families
+from harness.models.random_weights import MARK as RANDOM_MARK
+from harness.models.random_weights import (
+    build_random_pipeline,
+    is_random,
+    random_fingerprint,
+    random_seed,
+    weights_argument,
+)
 from harness.models.saving import load_compressed_transformer, read_provenance
 from harness.models.spec import ModelSpec, SamplingSettings, dtype_name
 from harness.registry import MODELS
@@ -244,7 +252,11 @@ def load_model(spec: ModelSpec, *, weights: str | None, device: str, dtype: str 
     # a saved compressed model always runs as saved: --weights beside it says where its base model is
     saved = bool(spec.repo_id) and Path(spec.repo_id).is_dir() and read_provenance(Path(spec.repo_id)) is not None
     base_weights, weights = (weights, None) if saved else (None, weights)
-    if spec.build is not None and weights is None:
+    seed = random_seed(weights)
+    if seed is not None:
+        pipeline = build_random_pipeline(spec, device, torch_dtype, seed)
+        fingerprint, source = random_fingerprint(seed), f"{RANDOM_MARK} (seed {seed})"
+    elif spec.build is not None and weights is None:
         pipeline = spec.build()
         if pipeline.transformer.dtype != torch_dtype:
             pipeline.to(dtype=torch_dtype)
@@ -297,7 +309,9 @@ def load_base(model: LoadedModel, cache_dir: Path | None = None) -> LoadedModel:
     assert model.base is not None
     name, source, fingerprint = model.base["name"], model.base["source"], model.base["fingerprint"]
     registered = name in MODELS.names()
-    if model.base_weights is not None:
+    if is_random(fingerprint) and registered:  # rebuilt from its seed
+        spec, weights = MODELS.get(name), weights_argument(fingerprint)
+    elif model.base_weights is not None:
         where = Path(model.base_weights).expanduser()
         if not where.is_dir():
             raise UsageError(f"--weights '{model.base_weights}' (the base model of '{model.source}') is not a folder")

@@ -101,6 +101,15 @@ _FLUX_COMPONENTS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
+# each repo's scheduler/scheduler_config.json
+_SD35_SCHEDULER = ("diffusers:FlowMatchEulerDiscreteScheduler", {"num_train_timesteps": 1000, "shift": 3.0})
+_FLUX_DEV_SCHEDULER = ("diffusers:FlowMatchEulerDiscreteScheduler",
+                       {"num_train_timesteps": 1000, "shift": 3.0, "use_dynamic_shifting": True, "base_shift": 0.5,
+                        "max_shift": 1.15, "base_image_seq_len": 256, "max_image_seq_len": 4096})
+_FLUX_SCHNELL_SCHEDULER = ("diffusers:FlowMatchEulerDiscreteScheduler",
+                           {"num_train_timesteps": 1000, "shift": 1.0, "use_dynamic_shifting": False})
+
+
 def _tiny_sampling(guidance_scale: float, negative_prompt: str | None) -> SamplingSettings:
     return SamplingSettings(
         num_inference_steps=4,
@@ -122,6 +131,7 @@ _SPECS = (
         sampling=SamplingSettings(num_inference_steps=28, guidance_scale=3.5, max_sequence_length=512),
         transformer_config=_SD35_LARGE_TRANSFORMER,
         component_configs=_SD35_COMPONENTS,
+        scheduler=_SD35_SCHEDULER,
         repo_id="stabilityai/stable-diffusion-3.5-large",
     ),
     ModelSpec(
@@ -131,6 +141,7 @@ _SPECS = (
         sampling=SamplingSettings(num_inference_steps=4, guidance_scale=0.0, max_sequence_length=512),
         transformer_config=dict(_SD35_LARGE_TRANSFORMER),  # the same architecture, its own copy
         component_configs=_SD35_COMPONENTS,
+        scheduler=_SD35_SCHEDULER,
         repo_id="stabilityai/stable-diffusion-3.5-large-turbo",
     ),
     ModelSpec(
@@ -141,6 +152,7 @@ _SPECS = (
         sampling=SamplingSettings(num_inference_steps=28, guidance_scale=7.0, max_sequence_length=256),
         transformer_config=_SD35_MEDIUM_TRANSFORMER,
         component_configs=_SD35_COMPONENTS,
+        scheduler=_SD35_SCHEDULER,
         repo_id="stabilityai/stable-diffusion-3.5-medium",
     ),
     ModelSpec(
@@ -153,6 +165,7 @@ _SPECS = (
         ),
         transformer_config=_flux_transformer(guidance_embeds=True),
         component_configs=_FLUX_COMPONENTS,
+        scheduler=_FLUX_DEV_SCHEDULER,
         repo_id="black-forest-labs/FLUX.1-dev",
     ),
     ModelSpec(
@@ -164,6 +177,7 @@ _SPECS = (
         ),
         transformer_config=_flux_transformer(guidance_embeds=False),
         component_configs=_FLUX_COMPONENTS,
+        scheduler=_FLUX_SCHNELL_SCHEDULER,
         repo_id="black-forest-labs/FLUX.1-schnell",
     ),
     ModelSpec(

@@ -75,6 +75,8 @@ class ModelSpec:
     # (untrained) pipeline for models small enough to build
     component_configs: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict, compare=False)
     architecture: Callable[[], Any] | None = field(default=None, compare=False)
+    # the released scheduler ("module:Class", config), for a pipeline built without files (`--weights random`)
+    scheduler: tuple[str, dict[str, Any]] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if (self.repo_id is None) == (self.build is None):

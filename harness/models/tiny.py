@@ -165,9 +165,12 @@ def small_vae(
     )
 
 
-@lru_cache(maxsize=1)
-def _clip_bpe() -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
-    """CLIP's vocabulary and merges, cut to the first `_CLIP_MERGES` merges, from the BPE file open_clip ships.
+CLIP_ALL_MERGES = 48894  # the real CLIP tokenizers' merges: 2 x 256 byte symbols + these + 2 specials = 49408
+
+
+@lru_cache(maxsize=2)
+def _clip_bpe(merge_count: int = _CLIP_MERGES) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """CLIP's vocabulary and merges, cut to the first `merge_count` merges, from the BPE file open_clip ships.
 
     The vocabulary is laid out as CLIP's: the 256 byte-level symbols, the same with "</w>", the merged tokens in rank
     order, then the two special tokens. The byte-level symbols make any text tokenizable.
@@ -176,7 +179,7 @@ def _clip_bpe() -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
 
     with gzip.open(default_bpe(), "rt", encoding="utf-8") as f:
         lines = f.read().split("\n")
-    merges = tuple(tuple(line.split()) for line in lines[1 : 1 + _CLIP_MERGES])  # line 0 is a version header
+    merges = tuple(tuple(line.split()) for line in lines[1 : 1 + merge_count])  # line 0 is a version header
     symbols = list(bytes_to_unicode().values())
     vocab = (
         *symbols,
@@ -188,6 +191,37 @@ def _clip_bpe() -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
     return vocab, merges
 
 
+def clip_tokenizer(max_length: int = _CLIP_MAX_LENGTH, merge_count: int = _CLIP_MERGES) -> CLIPTokenizer:
+    """A CLIP tokenizer on CLIP's real BPE (all of it with `CLIP_ALL_MERGES`: the released tokenizers' vocabulary)."""
+    from transformers import CLIPTokenizer
+
+    vocab, merges = _clip_bpe(merge_count)
+    return CLIPTokenizer(vocab={token: i for i, token in enumerate(vocab)}, merges=list(merges),
+                         model_max_length=max_length)
+
+
+def t5_tokenizer(max_length: int = 512) -> T5Tokenizer:
+    """A unigram tokenizer whose pieces are CLIP's words and word pieces, built offline in place of T5's.
+
+    Whole CLIP words become word-initial pieces ("▁red"), other CLIP tokens word-internal ones, each scored by its
+    merge rank; single ASCII characters are the costly fallback; anything else maps to <unk>, as in T5. Its
+    vocabulary is smaller than T5's, so its ids fit any T5 encoder.
+    """
+    from transformers import T5Tokenizer
+
+    vocab, _ = _clip_bpe()
+    pieces: dict[str, float] = {"<pad>": 0.0, "</s>": 0.0, "<unk>": 0.0, "▁": -5.0}
+    for rank, token in enumerate(vocab):
+        stem = token.removesuffix("</w>")
+        if stem.isascii() and stem.isalnum():
+            piece = "▁" + stem if token.endswith("</w>") else stem
+            pieces.setdefault(piece, -5.0 - math.log1p(rank))
+    for char in string.ascii_letters + string.digits + string.punctuation:
+        pieces.setdefault(char, -20.0)
+        pieces.setdefault("▁" + char, -20.0)
+    return T5Tokenizer(vocab=list(pieces.items()), extra_ids=0, model_max_length=max_length)
+
+
 def clip_text_encoder(
     width: int, *, with_projection: bool, layers: int = 2, max_length: int = _CLIP_MAX_LENGTH
 ) -> tuple[CLIPTextModel | CLIPTextModelWithProjection, CLIPTokenizer]:
@@ -195,14 +229,11 @@ def clip_text_encoder(
 
     Random weights, CLIP's real BPE: the tiny models and the reference model's text encoders start from here.
     """
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    vocab, merges = _clip_bpe()
-    tokenizer = CLIPTokenizer(
-        vocab={token: i for i, token in enumerate(vocab)}, merges=list(merges), model_max_length=max_length
-    )
+    tokenizer = clip_tokenizer(max_length)
     config = CLIPTextConfig(
-        vocab_size=len(vocab),
+        vocab_size=len(tokenizer),
         hidden_size=width,
         intermediate_size=2 * width,
         projection_dim=width,
@@ -218,26 +249,12 @@ def clip_text_encoder(
 
 
 def _t5() -> tuple[T5EncoderModel, T5Tokenizer]:
-    """A 2-layer T5 v1.1-style encoder and a unigram tokenizer whose pieces are CLIP's words and word pieces.
+    """A 2-layer T5 v1.1-style encoder and the stand-in T5 tokenizer (`t5_tokenizer`)."""
+    from transformers import T5Config, T5EncoderModel
 
-    Whole CLIP words become word-initial pieces ("▁red"), other CLIP tokens word-internal ones, each scored by its
-    merge rank; single ASCII characters are the costly fallback; anything else maps to <unk>, as in T5.
-    """
-    from transformers import T5Config, T5EncoderModel, T5Tokenizer
-
-    vocab, _ = _clip_bpe()
-    pieces: dict[str, float] = {"<pad>": 0.0, "</s>": 0.0, "<unk>": 0.0, "▁": -5.0}
-    for rank, token in enumerate(vocab):
-        stem = token.removesuffix("</w>")
-        if stem.isascii() and stem.isalnum():
-            piece = "▁" + stem if token.endswith("</w>") else stem
-            pieces.setdefault(piece, -5.0 - math.log1p(rank))
-    for char in string.ascii_letters + string.digits + string.punctuation:
-        pieces.setdefault(char, -20.0)
-        pieces.setdefault("▁" + char, -20.0)
-    tokenizer = T5Tokenizer(vocab=list(pieces.items()), extra_ids=0)
+    tokenizer = t5_tokenizer()
     config = T5Config(
-        vocab_size=len(pieces),
+        vocab_size=len(tokenizer),
         d_model=_T5_WIDTH,
         d_kv=16,
         d_ff=64,
