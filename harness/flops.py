@@ -60,3 +60,32 @@ def transformer_flops(transformer: Any, spec: Any, sampling: Any, text_tokens: i
     with count_flops() as counts, torch.no_grad():
         transformer(**inputs)
     return {**counts, "total": sum(counts.values()), "batch": batch}
+
+
+OVERHEAD_FRACTION = 0.3  # below this fraction of its roofline a forward is bound by launches and Python, not the chip
+
+
+def roofline(flops: int, seconds: float, weight_bytes: int, peak: Any) -> dict[str, Any]:
+    """Speed of light of one forward of `flops` that took `seconds` and read `weight_bytes` of weights, against
+    `peak` (harness.devices.Peak): achieved TFLOP/s, its fraction of the peak, the arithmetic intensity (FLOPs per
+    weight byte; activations are left out, so it is an upper bound) and what bounds it: "compute" when the
+    intensity is past the ridge (peak FLOP/s over bandwidth), else "bandwidth"; "overhead" when the forward reached
+    less than OVERHEAD_FRACTION of the roof the intensity allows (kernel launches, Python, synchronisation)."""
+    achieved = flops / seconds / 1e12 if seconds > 0 else None
+    intensity = flops / weight_bytes if weight_bytes else None
+    report: dict[str, Any] = {"flops": flops, "seconds": seconds, "weight_bytes": weight_bytes,
+                              "achieved_tflops": achieved, "intensity_flop_per_byte": intensity,
+                              "peak_tflops": peak.tflops, "peak_bandwidth_gbs": peak.bandwidth_gbs,
+                              "peak_source": peak.source, "peak_fraction": None, "bound": None}
+    if achieved is None or peak.tflops is None:
+        return report
+    report["peak_fraction"] = achieved / peak.tflops
+    if intensity is None or peak.bandwidth_gbs is None:
+        return report
+    roof = min(peak.tflops, intensity * peak.bandwidth_gbs / 1e3)  # GB/s x FLOP/B = GFLOP/s
+    ridge = peak.tflops * 1e3 / peak.bandwidth_gbs
+    report["ridge_flop_per_byte"] = ridge
+    report["roof_fraction"] = achieved / roof
+    report["bound"] = "overhead" if achieved < OVERHEAD_FRACTION * roof else (
+        "compute" if intensity >= ridge else "bandwidth")
+    return report

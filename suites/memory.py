@@ -22,6 +22,7 @@ from harness.errors import UsageError
 from harness.memory import PeakMemory, cuda_index
 from harness.metrics import Metric, MetricValue
 from harness.models.denoising import denoising_scope
+from harness.monitors import OtherLoad
 from suites.base import MeasurementSuite, SuiteResult
 
 _TEXT_ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3")
@@ -45,6 +46,7 @@ class MemorySuite(MeasurementSuite):
         Metric("inference_peak_rss_gib", "GiB", False, "peak resident memory of the process during one pipeline "
                "call (host)"),
         Metric("load_peak_rss_gib", "GiB", False, "peak resident memory of the process while loading (host)"),
+        Metric("other_load", "cores", False, "CPU cores other processes used during the measured pipeline call"),
     )
 
     @dataclass(frozen=True)
@@ -99,7 +101,8 @@ class MemorySuite(MeasurementSuite):
             torch.cuda.set_per_process_memory_fraction(min(1.0, cap.memory_gib * GIB / total), index)
         out_of_memory = False
         try:
-            with PeakMemory(model.device) as inference, torch.inference_mode(), denoising_scope(model.transformer):
+            with OtherLoad(model.device) as load, PeakMemory(model.device) as inference, torch.inference_mode(), \
+                    denoising_scope(model.transformer):
                 pipeline(prompt=[params.prompt] * params.batch_size, output_type="np",
                          generator=torch.Generator("cpu").manual_seed(0),
                          **family.call_kwargs(sampling, params.batch_size))
@@ -141,6 +144,11 @@ class MemorySuite(MeasurementSuite):
                 records += [{"kind": "profile", **row} for row in fits(need / GIB, basis)]
         if cap is not None:
             records.append({"kind": "emulated_profile", "profile": cap.name, "fits": not out_of_memory})
+        if not out_of_memory:
+            if load.report.other_cores is not None:
+                metrics["other_load"] = MetricValue(load.report.other_cores, 1)
+            notes.append(load.report.describe())
+            notes += load.report.notes
         notes.append(f"batch {params.batch_size}, {sampling.height}x{sampling.width}, "
                      f"{sampling.num_inference_steps} steps, offload {params.offload}")
         return SuiteResult(records, notes, metrics=metrics)

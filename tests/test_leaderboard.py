@@ -49,7 +49,8 @@ def test_tables_compare_with_the_base_run(results):
     assert result.returncode == 0, result.stderr
     markdown = (results / "LEADERBOARD.md").read_text()
     assert "## tiny-sd3" in markdown and markdown.count("\n| ") >= 5 and "CI [" in markdown
-    assert "| speed-up | calls computed |" in markdown and "| 1.00x |" in markdown
+    assert "| speed-up | % of peak | calls computed |" in markdown and "| 1.00x |" in markdown
+    assert 0 < rows["none"]["peak_fraction"] < 1 and f"| {100 * rows['none']['peak_fraction']:.3g}% |" in markdown
     assert f"{rows['fbcache']['speedup']:.2f}x ± " in markdown
     with (results / "leaderboard.csv").open() as handle:
         table = list(csv.DictReader(handle))

@@ -24,11 +24,14 @@ from harness.commands.compare import Run, bootstrap_changes, load_run
 from harness.devices import GIB
 from harness.errors import UsageError
 from harness.metrics import ratio_stderr
+from harness.monitors import LOADED_CORES
 
 MEMORY_KEYS = (("memory/inference_nvml_peak_gib", "NVML peak"), ("memory/inference_reserved_peak_gib",
                                                                    "reserved peak"),
                ("memory/inference_peak_rss_gib", "host RSS peak"))
 LATENCY_KEY = "latency/end_to_end"
+PEAK_FRACTION_KEY = "latency/peak_fraction"
+LOAD_KEYS = ("latency/other_load", "memory/other_load")  # flagged above harness.monitors.LOADED_CORES
 DEVICE_SUITES = ("latency", "memory")
 
 
@@ -139,6 +142,8 @@ def _row(run: Run, bases: list[Run], quality: list[str], label: str) -> dict[str
         "transformer_weight_gib": (results.model.transformer_weight_bytes or 0) / GIB or None,
         "peak_memory_gib": memory[0], "peak_memory_basis": memory[1],
         "latency_ms": _finite(metrics.get(LATENCY_KEY)),
+        "peak_fraction": _finite(metrics.get(PEAK_FRACTION_KEY)),
+        "under_load": any((_finite(metrics.get(key)) or 0.0) > LOADED_CORES for key in LOAD_KEYS),
         **_speedup(run, bases),
         "computed_calls": _computed_calls(run),
         "compression_seconds": results.compression.wall_seconds,
@@ -217,7 +222,7 @@ def _metric_text(cell: dict[str, Any]) -> str:
 
 
 COLUMNS = ("method", "params (% base)", "weights GiB", "peak memory GiB", "latency ms", "speed-up",
-           "calls computed", "compression", "device")
+           "% of peak", "calls computed", "compression", "device")
 
 
 def _cells(row: dict[str, Any]) -> list[str]:
@@ -231,7 +236,9 @@ def _cells(row: dict[str, Any]) -> list[str]:
         cost += f", {row['distillation_steps']} distillation steps"
     speedup = "-" if row["speedup"] is None else f"{row['speedup']:.2f}x" + (
         f" ± {row['speedup_stderr']:.2f}" if row["speedup_stderr"] is not None else "")
-    return [row["method"], params, _fmt(row["transformer_weight_gib"]), memory, _fmt(row["latency_ms"]), speedup,
+    latency = _fmt(row["latency_ms"]) + (" (under load)" if row["under_load"] else "")
+    peak = "-" if row["peak_fraction"] is None else f"{100 * row['peak_fraction']:.3g}%"
+    return [row["method"], params, _fmt(row["transformer_weight_gib"]), memory, latency, speedup, peak,
             _fmt(row["computed_calls"]), cost, row["device"]]
 
 
@@ -264,7 +271,8 @@ def csv_text(board: dict[str, Any]) -> str:
     writer = csv.writer(handle)
     writer.writerow(["model", "method", "run_id", "transformer_parameters", "parameters_pct_of_base",
                      "transformer_weight_gib", "peak_memory_gib", "peak_memory_basis", "latency_ms",
-                     "speedup", "speedup_stderr", "computed_calls", "compression_seconds", "ablations",
+                     "speedup", "speedup_stderr", "peak_fraction", "under_load", "computed_calls",
+                     "compression_seconds", "ablations",
                      "distillation_steps", "device",
                      *[f"{k}{suffix}" for k in keys for suffix in ("", " change", " ci95_low", " ci95_high")]])
     for model, entry in sorted(board.items()):
@@ -277,7 +285,8 @@ def csv_text(board: dict[str, Any]) -> str:
             writer.writerow([model, row["method"], row["run_id"], row["transformer_parameters"],
                              row["parameters_pct_of_base"], row["transformer_weight_gib"],
                              row["peak_memory_gib"], row["peak_memory_basis"], row["latency_ms"],
-                             row["speedup"], row["speedup_stderr"], row["computed_calls"],
+                             row["speedup"], row["speedup_stderr"], row["peak_fraction"], row["under_load"],
+                             row["computed_calls"],
                              row["compression_seconds"], row["ablations"], row["distillation_steps"],
                              row["device"], *["" if v is None else v for v in values]])
     return handle.getvalue()
@@ -392,7 +401,8 @@ def page(board: dict[str, Any]) -> str:
                      + "</tr></thead><tbody>")
         for row in entry["rows"]:
             sort_values = [row["method"], row["transformer_parameters"], row["transformer_weight_gib"],
-                           row["peak_memory_gib"], row["latency_ms"], row["speedup"], row["computed_calls"],
+                           row["peak_memory_gib"], row["latency_ms"], row["speedup"], row["peak_fraction"],
+                           row["computed_calls"],
                            row["compression_seconds"], row["device"]]
             cells = list(zip(_cells(row), sort_values, strict=True))
             quality_cells = [(_metric_text(row["metrics"][k]), row["metrics"][k].get("value")) for k in quality]
