@@ -33,40 +33,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from harness.monitors import OtherLoad
+
 REQUIRED_RATIO = 0.97
 BASE_SEED = 0
 PROMPTS = Path(__file__).resolve().parent.parent / "suites" / "data" / "fidelity_prompts.txt"
-
-
-def _busy_cpu_seconds() -> float | None:
-    """CPU seconds all processes of the machine have run so far (Linux /proc/stat; None elsewhere)."""
-    try:
-        with open("/proc/stat") as stat:
-            fields = [int(v) for v in stat.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")  # user..steal; guest time is already in user
-
-
-def _own_cpu_seconds() -> float:
-    times = os.times()
-    return times.user + times.system
-
-
-class LoadMeter:
-    """The share of the machine's CPUs that other processes used while a round ran: a noisy neighbour shows here."""
-
-    def __enter__(self) -> LoadMeter:
-        self.busy, self.own, self.wall = _busy_cpu_seconds(), _own_cpu_seconds(), time.perf_counter()
-        self.other: float | None = None
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        busy, wall = _busy_cpu_seconds(), time.perf_counter() - self.wall
-        if busy is not None and self.busy is not None and wall > 0:
-            foreign = (busy - self.busy) - (_own_cpu_seconds() - self.own)
-            self.other = max(0.0, foreign) / (wall * (os.cpu_count() or 1))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -170,9 +141,9 @@ def main(argv: list[str] | None = None) -> int:
         """One round in a fresh temporary folder (creating and deleting it is not timed), and the others' CPU load."""
         with tempfile.TemporaryDirectory(prefix="bench_generation_") as tmp:
             gc.collect()
-            with LoadMeter() as meter:
+            with OtherLoad("cpu") as meter:
                 seconds = run(Path(tmp))
-        return seconds, meter.other
+        return seconds, meter.report.other_share
 
     n = len(requests)
     print(f"model: {spec.name} ({spec.family}, {model.source}, {str(model.dtype).removeprefix('torch.')}) on "

@@ -21,7 +21,7 @@ import statistics
 import sys
 import time
 
-from bench_generation import LoadMeter
+from harness.monitors import OtherLoad
 
 TOLERANCE = 0.10
 
@@ -99,11 +99,12 @@ def main(argv: list[str] | None = None) -> int:
         ratios: list[float] = []
         noisy = 0
         while len(ratios) < args.repeats and noisy <= args.repeats:
-            with LoadMeter() as meter:
+            with OtherLoad("cpu") as meter:
                 ratio = round_ratio(transformer, pruned)
-            if meter.other is not None and meter.other > args.max_other_load:
+            other = meter.report.other_share
+            if other is not None and other > args.max_other_load:
                 noisy += 1
-                print(f"  noisy round (other processes used {meter.other:.0%} of the CPUs): redone")
+                print(f"  noisy round (other processes used {other:.0%} of the CPUs): redone")
                 continue
             ratios.append(ratio)
         latency_ratio = statistics.median(ratios)

@@ -102,6 +102,11 @@ class LoadReport:
     notes: list[str] = field(default_factory=list)
 
     @property
+    def other_share(self) -> float | None:
+        """Other processes' CPU use as a share of the machine's CPUs (1: all of them)."""
+        return None if self.other_cores is None else self.other_cores / (os.cpu_count() or 1)
+
+    @property
     def loaded(self) -> bool:
         return (self.other_cores or 0.0) > LOADED_CORES or bool(self.other_gpu_processes)
 
