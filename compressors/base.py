@@ -45,6 +45,8 @@ class Compressor(Plugin):
         return {}
 
     stage: ClassVar[str] = "structure"  # one of STAGES: where in a chain it runs
+    # the parameters that tell its runs apart in a leaderboard row's label ("fbcache (threshold 0.2)")
+    label_params: ClassVar[tuple[str, ...]] = ()
 
     # whether `harness compress` can save what `apply` made (and a distilled chain can be cached): a quantiser whose
     # layers safetensors cannot hold says False, and is refused before any weight loads

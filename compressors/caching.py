@@ -52,6 +52,7 @@ class FirstBlockCache(StepCache):
     absolute difference) since the last computed step, the other blocks' residual is reused."""
 
     name = "fbcache"
+    label_params: ClassVar[tuple[str, ...]] = ("threshold",)
 
     @dataclass(frozen=True)
     class Params:
@@ -72,6 +73,7 @@ class TaylorSeer(StepCache):
     `warmup_steps`) and predicted in between by a Taylor expansion of order `max_order` over the steps."""
 
     name = "taylorseer"
+    label_params: ClassVar[tuple[str, ...]] = ("cache_interval",)
 
     @dataclass(frozen=True)
     class Params:
@@ -99,6 +101,7 @@ class PyramidAttentionBroadcast(StepCache):
     each block's attention output is recomputed every `skip_range` steps and broadcast to the steps in between."""
 
     name = "pab"
+    label_params: ClassVar[tuple[str, ...]] = ("skip_range",)
 
     @dataclass(frozen=True)
     class Params:

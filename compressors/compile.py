@@ -26,6 +26,7 @@ class Compile(Compressor):
 
     name = "compile"
     stage: ClassVar[str] = "compile"
+    label_params: ClassVar[tuple[str, ...]] = ("scope",)
     saves = False
 
     @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from compressors.base import Compressor
 from harness.errors import UsageError
@@ -66,6 +66,8 @@ def smallest_meeting_budget(pick: Any, candidates: int, transformer: Any, budget
 
 class BlockPruning(Compressor):
     """Base of the depth-pruning methods: subclasses give `removal_order` (preferred first)."""
+
+    label_params: ClassVar[tuple[str, ...]] = ("budget", "blocks", "distill_steps", "total_budget")
 
     Params = PruningParams
     _checkpoint: Path | None = None  # the distillation's checkpoint, kept until `release`

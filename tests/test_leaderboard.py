@@ -168,3 +168,17 @@ def test_a_damaged_run_folder_is_skipped_with_a_warning_naming_it(results, tmp_p
     assert result.returncode == 0, result.stderr
     assert f"skips {run_folders[0]}" in result.stderr and f"skips {run_folders[1]}" in result.stderr
     assert len(collect(board)) == len(run_folders) - 2
+
+
+def test_runs_of_one_method_at_other_settings_are_told_apart_by_their_label(results, tmp_path):
+    """Two fbcache thresholds are two rows a reader must tell apart: each label names the setting that makes it
+    (`Compressor.label_params`), not only the sample counts."""
+    board_dir = tmp_path / "results"
+    shutil.copytree(results, board_dir)
+    dirs = {"cache": tmp_path / "cache", "out": board_dir / "runs"}
+    again = invoke(*run_args(dirs, "--model", "tiny-sd3", "--method", "fbcache", "--set", "fbcache.threshold=0.5",
+                             "--suite", "fidelity,latency,memory", *FAST))
+    assert again.returncode == 0, again.stderr
+    labels = sorted(row["method"] for row in build(collect(board_dir))["tiny-sd3"]["rows"]
+                    if row["method"].startswith("fbcache"))
+    assert labels == ["fbcache (threshold 0.5)", "fbcache (threshold 10.0)"]

@@ -54,10 +54,13 @@ def collect(results_dir: Path) -> list[Run]:
 
 
 def _label(run: Run) -> str:
+    """The chain with, per step, the settings its method names as telling its runs apart (`label_params`)."""
+    from harness.registry import COMPRESSORS
+
     parts = []
     for step in run.results.method.chain:
-        changed = {k: v for k, v in step["params"].items() if k in ("budget", "blocks", "distill_steps",
-                                                                   "total_budget") and v not in (None, [], ())
+        shown = COMPRESSORS.get(step["name"]).label_params if step["name"] in COMPRESSORS.names() else ()
+        changed = {k: v for k, v in step["params"].items() if k in shown and v not in (None, [], ())
                    and not (k == "total_budget" and not v)}  # 0: the aggressive regime is off
         parts.append(step["name"] + (" (" + ", ".join(f"{k} {v}" for k, v in changed.items()) + ")"
                                      if changed else ""))

@@ -36,10 +36,13 @@ def parameter_count(module: torch.nn.Module) -> int:
 
 
 def weight_bytes(module: torch.nn.Module) -> int:
-    """Bytes of everything `module.state_dict()` stores. A submodule carrying `estimated_storage_bytes` (set by a
-    quantiser's weight-free estimate on a meta-device model) counts that instead of its own tensors."""
+    """Bytes of everything `module.state_dict()` stores, each tensor once. A submodule carrying
+    `estimated_storage_bytes` (set by a quantiser's weight-free estimate on a meta-device model) counts that instead
+    of its own tensors."""
     overridden = {name: m.estimated_storage_bytes for name, m in module.named_modules()
                   if hasattr(m, "estimated_storage_bytes")}
     prefixes = tuple(f"{name}." if name else "" for name in overridden)
-    return sum(overridden.values()) + sum(tensor_bytes(t) for key, t in module.state_dict().items()
-                                          if not (prefixes and key.startswith(prefixes)))
+    # keep_vars: the parameters themselves, so a tied weight (T5's shared embedding, listed under two keys) counts once
+    stored = {id(t): t for key, t in module.state_dict(keep_vars=True).items()
+              if not (prefixes and key.startswith(prefixes))}
+    return sum(overridden.values()) + sum(tensor_bytes(t) for t in stored.values())

@@ -91,6 +91,14 @@ def build_random_pipeline(spec: Any, device: str, dtype: Any, seed: int) -> Any:
     return pipeline
 
 
+def draw_random_weights(module: Any, device: str, dtype: Any, seed: int) -> Any:
+    """One weightless module (`weightless_pipeline(spec).transformer`) drawn on `device` in `dtype` from `seed`."""
+    import torch
+
+    _materialise(module, torch.device(device), dtype, torch.Generator(device=device).manual_seed(seed), {})
+    return module.eval()
+
+
 def _materialise(module: Any, device: Any, dtype: Any, generator: Any, done: dict[int, Any]) -> None:
     import torch
 
