@@ -66,6 +66,20 @@ def test_a_released_model_too_large_for_the_host_is_refused_without_building_it(
     assert medium.returncode == 2 and f"--dtype bfloat16 ({format_bytes(medium_need)})" in medium.stderr
 
 
+def test_weights_that_are_missing_and_would_not_fit_are_both_said(dirs, monkeypatch):
+    """A Hub model whose weights are not here and which would not fit once downloaded: the refusal names the
+    download and, in the same message, why the download alone would not be enough (seen on a 24 GiB CI host,
+    where the fit refusal used to hide the missing weights)."""
+    need = load_bytes(PRESETS["sd3.5-large-turbo"], torch.bfloat16)
+    _pretend_free(monkeypatch, 20 * GIB)
+    proc = invoke(*run_args(dirs, "--model", "sd3.5-large-turbo", "--limit", "1"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    repo = "stabilityai/stable-diffusion-3.5-large-turbo"
+    assert f"the weights of '{repo}' are not in the local Hugging Face cache" in proc.stderr
+    assert f"hf download {repo}" in proc.stderr
+    assert f"Even then it cannot load here: sd3.5-large-turbo in bfloat16 needs {format_bytes(need)}" in proc.stderr
+
+
 def test_random_weights_on_a_gpu_need_no_host_room():
     from harness.preflight import check_fit
 

@@ -145,12 +145,18 @@ def open_model(spec: Any, weights: str | None, context: Any, dtype: str | None,
     import torch
 
     from harness.memory import PeakMemory
-    from harness.models.loading import load_model
+    from harness.models.loading import load_model, missing_hub_weights
     from harness.models.random_weights import random_seed
     from harness.params import override_params
     from harness.preflight import check_fit
 
-    check_fit(spec, context.device, getattr(torch, dtype or spec.dtype), random_seed(weights) is not None)
+    try:
+        check_fit(spec, context.device, getattr(torch, dtype or spec.dtype), random_seed(weights) is not None)
+    except UsageError as cannot_fit:  # both problems at once: a download that could not load here is no fix
+        missing = missing_hub_weights(spec, weights)
+        if missing is None:
+            raise
+        raise UsageError(f"{missing} Even then it cannot load here: {cannot_fit}") from None
     with PeakMemory(context.device) as loading:
         model = load_model(spec, weights=weights, device=context.device, dtype=dtype, cache_dir=context.cache_dir)
     model.load_memory = loading

@@ -155,22 +155,43 @@ def resolve_model(name: str) -> ModelSpec:
     raise unknown_name_error("model", name, MODELS.names())
 
 
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+
+def _missing_weights(repo_id: str, where: str) -> str:
+    return (f"the weights of '{repo_id}' {where}. Download them where the Hub is reachable "
+            f"(`hf download {repo_id}`, after accepting the model's licence on its Hub page and `hf auth login`), "
+            "then either copy the Hugging Face cache here or pass the folder with --weights <folder>.")
+
+
 def _download(repo_id: str, revision: str | None) -> Path:
     """The local snapshot folder of a Hub repo (from the cache when offline)."""
     from diffusers import DiffusionPipeline
 
-    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
     try:
         return Path(DiffusionPipeline.download(repo_id, revision=revision, use_safetensors=True))
     except Exception as exc:  # the hub client raises a dozen types for "cannot get these files"
-        where = "are not in the local Hugging Face cache and HF_HUB_OFFLINE is set" if offline else (
+        where = "are not in the local Hugging Face cache and HF_HUB_OFFLINE is set" if _hub_offline() else (
             f"could not be downloaded ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
         )
-        raise UsageError(
-            f"the weights of '{repo_id}' {where}. Download them where the Hub is reachable "
-            f"(`hf download {repo_id}`, after accepting the model's licence on its Hub page and `hf auth login`), "
-            "then either copy the Hugging Face cache here or pass the folder with --weights <folder>."
-        ) from None
+        raise UsageError(_missing_weights(repo_id, where)) from None
+
+
+def missing_hub_weights(spec: ModelSpec, weights: str | None) -> str | None:
+    """What to download, where the load would read a Hub repo whose weights are not in the local cache (checked
+    without reaching the Hub); None for every other load."""
+    from diffusers import DiffusionPipeline
+
+    if weights is not None or spec.build is not None or not spec.repo_id or Path(spec.repo_id).exists() \
+            or Path(spec.repo_id).is_absolute():
+        return None
+    try:
+        DiffusionPipeline.download(spec.repo_id, revision=spec.revision, use_safetensors=True, local_files_only=True)
+    except Exception:  # not (completely) in the cache
+        offline = " and HF_HUB_OFFLINE is set" if _hub_offline() else ""
+        return _missing_weights(spec.repo_id, f"are not in the local Hugging Face cache{offline}")
+    return None
 
 
 # Files that describe a model folder without being part of the model: they never change its fingerprint (the
