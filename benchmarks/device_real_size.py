@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -46,23 +47,28 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from harness.cli import main as harness
+    from harness.errors import UsageError
     from harness.memory import available_memory
-    from harness.preflight import load_bytes
+    from harness.models.presets import PRESETS
+    from harness.preflight import check_fit, load_bytes
 
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
     print(f"{torch.cuda.get_device_name(0) if cuda else 'no CUDA device: the CPU path'}, torch {torch.__version__}")
     failures, rows = 0, []
     for model, label, extra, release_peak, tolerance in RUNS:
-        from harness.models.presets import PRESETS
-
         need = load_bytes(PRESETS[model], torch.bfloat16)
         free, _ = available_memory(device)
-        fits = free is None or need <= free
+        try:  # what the run's own pre-flight will decide
+            check_fit(PRESETS[model], device, torch.bfloat16, random_weights=True)
+            fits = True
+        except UsageError:
+            fits = False
         if not cuda and fits:
             print(f"{model} {label}: fits this host ({need / 2**30:.2f} GiB): not run at 1024x1024 on a CPU")
             continue
         out = args.out / model.replace(".", "_") / label.replace(" ", "_").replace("+", "plus")
+        shutil.rmtree(out / "runs", ignore_errors=True)  # a rerun reads its own results.json, never an earlier one
         started = time.perf_counter()
         code = harness(["run", "--model", model, "--weights", "random", "--dtype", "bfloat16", "--device", device,
                         "--suite", "device", "--no-progress", "--output-dir", str(out / "runs"),
