@@ -83,9 +83,11 @@ class _Pairs:
 
     def next(self, size: int) -> tuple[list[str], np.ndarray]:
         if self.kind == "reference world":
+            from harness.models.reference import WEIGHTS_DIR
             from harness.reference.render import training_batch
+            from harness.reference.world import trained_world
 
-            return training_batch(self.rng, size)
+            return training_batch(trained_world(WEIGHTS_DIR), self.rng, size)
         chosen = [self.rng.choice(self.items) for _ in range(size)]
         return [c for c, _ in chosen], np.stack([i for _, i in chosen])
 

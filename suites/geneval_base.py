@@ -44,6 +44,8 @@ class GenevalPrompt:
 
     index: int
     spec: PromptSpec
+    benchmark: bool = True  # False: scored beside the benchmark, not part of its figures (geneval-shapes' sample of
+    # training prompts)
 
 
 def read_metadata_file(path: Path, suite: str, classes: Any = None, colors: Any = None,
@@ -162,9 +164,10 @@ class GenevalStyleSuite(ImageSuite):
         if not samples:
             return Scores([], [f"{self.name}: no images to score"])
         records, notes = self.judge(samples, prompts)
-        scored = {s.request.prompt_index for s in samples}
-        if len(scored) < len(prompts):
-            notes.append(f"{self.name}: {len(scored)} of {len(prompts)} prompts scored (a stratified subset)")
+        benchmark = [p.index for p in prompts if p.benchmark]
+        scored = {s.request.prompt_index for s in samples} & set(benchmark)
+        if len(scored) < len(benchmark):
+            notes.append(f"{self.name}: {len(scored)} of {len(benchmark)} prompts scored (a stratified subset)")
         if missing := [tag for tag in TAGS if tag not in {r["tag"] for r in records}]:
             notes.append(f"{self.name}: no {', '.join(missing)} prompts among those scored; overall is the mean "
                          f"over the {len(TAGS) - len(missing)} tag(s) present")

@@ -14,6 +14,7 @@ from PIL import Image
 
 from harness.ranking import RANKING_FILE, RANKING_FORMAT, RANKING_VERSION
 from harness.reference.render import training_batch
+from harness.reference.world import TRAINING_WORLD
 
 FAST = ("--model", "tiny-sd3", "--suite", "fidelity", "--limit", "2", "--set", "sampling.num_inference_steps=2")
 
@@ -70,7 +71,7 @@ def test_a_newer_analysis_found_in_the_cache_changes_the_key(dirs):
 def test_distillation_data_is_keyed_by_its_content(dirs, tmp_path):
     data = tmp_path / "pairs"
     data.mkdir()
-    captions, images = training_batch(random.Random(0), 4)
+    captions, images = training_batch(TRAINING_WORLD, random.Random(0), 4)
     for i, (caption, image) in enumerate(zip(captions, images, strict=True)):
         Image.fromarray(image).save(data / f"{i}.png")
         (data / f"{i}.txt").write_text(caption)

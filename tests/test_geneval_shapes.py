@@ -21,16 +21,19 @@ from harness.errors import UsageError
 from harness.generation import ImageRequest, Sample
 from harness.geneval_rules import TAGS
 from harness.metrics import lookup
+from harness.models.reference import WEIGHTS_DIR
 from harness.params import build_params
 from harness.reference.render import render
 from harness.reference.world import (
     BENCHMARK_TAG_COUNTS,
     COLORS,
     IMAGE_SIZE,
+    SHAPES_V1,
+    SHAPES_V2,
     Scene,
-    benchmark_metadata,
     make_metadata,
     scene_for,
+    trained_world,
 )
 from suites.geneval_shapes import (
     GRID_BORDER,
@@ -41,7 +44,9 @@ from suites.geneval_shapes import (
     stratified_order,
 )
 
-META = benchmark_metadata(0)
+WORLD = SHAPES_V1  # what these tests score; the held-out world's own tests come at the end
+PARAMS = {"world": WORLD.name, "train_share": 0}
+META = WORLD.benchmark_metadata(0)
 TOTAL = len(META)
 OPPOSITE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 GREEN, RED = (40, 170, 40), (220, 30, 30)
@@ -69,11 +74,13 @@ def binary_stderr(correct: int, n: int) -> float:
 
 
 def test_perfect_generator_scores_one_everywhere():
-    suite = GenevalShapesSuite()
+    suite = GenevalShapesSuite(GenevalShapesSuite.Params(**PARAMS))
     requests = suite.requests(60)
     assert len(requests) == 120
     result = suite.evaluate(perfect(requests), None)
-    assert set(result.metrics) == {m.name for m in GenevalShapesSuite.metrics}  # all six tags occur in 60 prompts
+    # all six tags occur in 60 prompts; a world without held-out prompts has no training sample
+    assert set(result.metrics) == {m.name for m in GenevalShapesSuite.metrics} - {"train_overall",
+                                                                                  "generalisation_gap"}
     for name, value in result.metrics.items():
         assert value.value == 1.0, (name, [r for r in result.records if not r["correct"]][:3])
     assert result.metrics["overall"].n == 120 and result.metrics["overall"].stderr == 0.0
@@ -89,9 +96,11 @@ def test_perfect_generator_scores_one_everywhere():
 
 def test_every_metric_is_declared_as_a_fraction_and_registered():
     for metric in GenevalShapesSuite.metrics:
-        assert metric.unit == "fraction" and metric.higher_is_better and metric.description
+        assert metric.unit == "fraction" and metric.description
+        assert metric.higher_is_better == (metric.name != "generalisation_gap")
         assert lookup(f"geneval-shapes/{metric.name}") == metric
-    assert [m.name for m in GenevalShapesSuite.metrics] == ["overall", *TAGS, "correct_images", "correct_prompts"]
+    assert [m.name for m in GenevalShapesSuite.metrics] == ["overall", *TAGS, "correct_images", "correct_prompts",
+                                                            "train_overall", "generalisation_gap"]
 
 
 # --- corrupted images -------------------------------------------------------------------------------------------
@@ -147,7 +156,7 @@ def corrupt(requests: list[ImageRequest]) -> tuple[list[Sample], dict[ImageReque
 
 
 def test_corrupted_images_fail_with_geneval_reasons_and_the_fractions_follow():
-    suite = GenevalShapesSuite()
+    suite = GenevalShapesSuite(GenevalShapesSuite.Params(**PARAMS))
     requests = suite.requests(24)  # 4 prompts of each tag, 8 images each
     assert Counter(META[r.prompt_index]["tag"] for r in requests) == dict.fromkeys(TAGS, 8)
     samples, expected = corrupt(requests)
@@ -173,7 +182,7 @@ def test_corrupted_images_fail_with_geneval_reasons_and_the_fractions_follow():
 
 
 def test_correct_prompts_counts_a_prompt_with_one_good_image_of_two():
-    suite = GenevalShapesSuite()
+    suite = GenevalShapesSuite(GenevalShapesSuite.Params(**PARAMS))
     requests = suite.requests(2)
     assert [r.sample_index for r in requests] == [0, 1, 0, 1]
     samples = perfect(requests)
@@ -195,7 +204,7 @@ def test_correct_prompts_counts_a_prompt_with_one_good_image_of_two():
 
 
 def test_limit_holds_the_tags_in_genevals_proportions_for_every_prefix():
-    suite = GenevalShapesSuite()
+    suite = GenevalShapesSuite(GenevalShapesSuite.Params(**PARAMS))
     everything = suite.requests(None)
     assert len(everything) == 2 * TOTAL
     assert sorted({r.prompt_index for r in everything}) == list(range(TOTAL))
@@ -232,7 +241,7 @@ def test_stratified_order_on_unbalanced_tags():
 
 
 def test_samples_per_prompt_and_params_from_the_command_line(tmp_path):
-    suite = GenevalShapesSuite(GenevalShapesSuite.Params(samples_per_prompt=3))
+    suite = GenevalShapesSuite(GenevalShapesSuite.Params(**PARAMS, samples_per_prompt=3))
     assert [r.sample_index for r in suite.requests(2)] == [0, 1, 2, 0, 1, 2]
     params = build_params(GenevalShapesSuite.Params, {"metadata": str(tmp_path / "m.jsonl"), "samples_per_prompt":
                                                       "4", "grid_prompts_per_tag": "1"}, "geneval-shapes")
@@ -249,7 +258,7 @@ def test_a_metadata_file_replaces_the_benchmark(tmp_path):
                 make_metadata("colors", ("square",), ("blue",)), make_metadata("counting", ("circle",), count=2)]
     path = tmp_path / "mine.jsonl"
     write_metadata_jsonl(metadata, path)
-    suite = GenevalShapesSuite(GenevalShapesSuite.Params(metadata=path, samples_per_prompt=1))
+    suite = GenevalShapesSuite(GenevalShapesSuite.Params(**PARAMS, metadata=path, samples_per_prompt=1))
     requests = suite.requests(None)
     assert [r.prompt_index for r in requests] == [0, 1, 2, 3]  # counting is half the file: it leads
     assert [r.prompt_index for r in suite.requests(2)] == [0, 1]
@@ -273,22 +282,22 @@ def good_line(**change: Any) -> str:
     (f"{good_line()}\n{good_line(extra=1)}\n".encode(), ":2: not a GenEval metadata line: metadata has unknown key"),
     (f"{good_line(prompt='')}\n".encode(), ':1: metadata lacks a non-empty "prompt" string'),
     (f"{good_line(include=[{'class': 'dog', 'count': 1}])}\n".encode(),
-     ":1: class 'dog' does not exist in the shapes world (its classes: circle, square, triangle)"),
+     ":1: class 'dog' does not exist in the shapes-v1 world (its classes: circle, square, triangle)"),
     (f"{good_line()}\n{good_line(include=[{'class': 'circle', 'count': 1, 'color': 'purple'}])}\n".encode(),
-     ":2: colour 'purple' does not exist in the shapes world (its colours: red, green, blue, yellow, white, black)"),
+     ":2: colour 'purple' does not exist in the shapes-v1 world (its colours: red, green, blue, yellow, white, black)"),
 ])
 def test_bad_metadata_files_name_file_and_line(tmp_path, content, message):
     path = tmp_path / "meta.jsonl"
     path.write_bytes(content)
     with pytest.raises(UsageError) as info:
-        GenevalShapesSuite(GenevalShapesSuite.Params(metadata=path)).requests(None)
+        GenevalShapesSuite(GenevalShapesSuite.Params(**PARAMS, metadata=path)).requests(None)
     assert str(path) in str(info.value) and message in str(info.value)
 
 
 def test_missing_metadata_file_or_folder(tmp_path):
     for path, message in ((tmp_path / "absent.jsonl", "does not exist"), (tmp_path, "is a folder")):
         with pytest.raises(UsageError, match=message):
-            GenevalShapesSuite(GenevalShapesSuite.Params(metadata=path)).requests(3)
+            GenevalShapesSuite(GenevalShapesSuite.Params(**PARAMS, metadata=path)).requests(3)
 
 
 def test_cli_reports_a_bad_metadata_file_before_loading_the_model(dirs, tmp_path):
@@ -302,7 +311,7 @@ def test_cli_reports_a_bad_metadata_file_before_loading_the_model(dirs, tmp_path
 
 
 def test_grid_shows_the_first_prompts_of_each_tag_framed_by_verdict():
-    suite = GenevalShapesSuite(GenevalShapesSuite.Params(grid_prompts_per_tag=1))
+    suite = GenevalShapesSuite(GenevalShapesSuite.Params(**PARAMS, grid_prompts_per_tag=1))
     requests = suite.requests(24)
     samples, expected = corrupt(requests)
     grid = np.asarray(Image.open(io.BytesIO(suite.evaluate(samples, None).artifacts["grid.png"])).convert("RGB"))
@@ -320,7 +329,7 @@ def test_grid_shows_the_first_prompts_of_each_tag_framed_by_verdict():
             assert np.array_equal(inside, image.repeat(GRID_SCALE, 0).repeat(GRID_SCALE, 1))
         label = grid[GRID_PAD + row * step:GRID_PAD + row * step + 20, GRID_PAD:GRID_LABEL_WIDTH]
         assert (label < 128).any()  # the prompt text is drawn
-    assert "grid.png" not in GenevalShapesSuite(GenevalShapesSuite.Params(grid_prompts_per_tag=0)).evaluate(
+    assert "grid.png" not in GenevalShapesSuite(GenevalShapesSuite.Params(**PARAMS, grid_prompts_per_tag=0)).evaluate(
         samples, None).artifacts
 
 
@@ -335,7 +344,8 @@ def test_run_on_the_tiny_model_writes_scores_and_the_grid(dirs):
     suite = results["suites"]["geneval-shapes"]
     assert suite["samples_requested"] == suite["samples_scored"] == 12
     assert suite["artifacts"] == ["geneval-shapes-grid.png"]
-    assert suite["params"] == {"metadata": None, "samples_per_prompt": 2, "grid_prompts_per_tag": 2}
+    assert suite["params"] == {"metadata": None, "samples_per_prompt": 2, "grid_prompts_per_tag": 2,
+                               "world": trained_world(WEIGHTS_DIR).name, "split": "test", "train_share": 0.25}
     with Image.open(folder / "geneval-shapes-grid.png") as grid:
         assert grid.format == "PNG" and grid.width > GRID_LABEL_WIDTH and grid.height > IMAGE_SIZE
     for name in ("overall", *TAGS, "correct_images", "correct_prompts"):  # 6 prompts: one of each tag
@@ -344,3 +354,64 @@ def test_run_on_the_tiny_model_writes_scores_and_the_grid(dirs):
     records = [json.loads(line) for line in (folder / "samples.jsonl").read_text().splitlines()]
     assert len(records) == 12 and {r["tag"] for r in records} == set(TAGS)
     assert all(isinstance(r["correct"], bool) and isinstance(r["detections"], list) for r in records)
+
+
+# --- a world with held-out prompts: the benchmark is its test split, a training sample is scored beside it ----------
+
+
+def held_out_metadata(suite: GenevalShapesSuite) -> dict[int, dict[str, Any]]:
+    """Every prompt the suite can score, benchmark and training sample, as metadata dicts by prompt index."""
+    bench = SHAPES_V2.split_metadata(suite.params.split)
+    train = SHAPES_V2.split_metadata("train")
+    order = stratified_order([m["tag"] for m in train])
+    return {**dict(enumerate(bench)), **{len(bench) + k: train[i] for k, i in enumerate(order)}}
+
+
+def test_held_out_world_scores_a_matched_training_sample_beside_the_benchmark():
+    suite = GenevalShapesSuite(GenevalShapesSuite.Params(world="shapes-v2"))
+    requests = suite.requests(60)
+    bench = [r for r in requests if r.prompt_index < TOTAL]
+    train = [r for r in requests if r.prompt_index >= TOTAL]
+    assert len(bench) == 120 and len(train) == 2 * 15  # a quarter as many training prompts, two images each
+    # the training sample's tags come in the benchmark's proportions, and none of its prompts is a benchmark one
+    # (single_object has no held-out prompts)
+    tags = Counter(suite.prompts()[r.prompt_index].spec.tag for r in train if r.sample_index == 0)
+    assert all(abs(tags[t] - 15 * c / TOTAL) <= 1 for t, c in BENCHMARK_TAG_COUNTS.items()), tags
+    held_out = {m["prompt"] for m in SHAPES_V2.benchmark_metadata() if m["tag"] != "single_object"}
+    assert not {r.prompt for r in train} & held_out
+    metadata = held_out_metadata(suite)
+    result = suite.evaluate(perfect(requests, metadata), None)
+    assert result.metrics["train_overall"].value == 1.0 and result.metrics["generalisation_gap"].value == 0.0
+    assert result.metrics["overall"].n == 120 and result.metrics["train_overall"].n == 30
+    assert result.notes == [f"geneval-shapes: 60 of {TOTAL} prompts scored (a stratified subset)"]
+    assert [bool(r.get("training_prompt")) for r in result.records] == [r.prompt_index >= TOTAL for r in requests]
+
+
+def test_the_gap_is_what_the_model_loses_on_new_prompts():
+    """A model that draws its training prompts right and nothing for new ones: benchmark 0, training 1, gap 1; the
+    benchmark's figures never count a training-prompt image."""
+    suite = GenevalShapesSuite(GenevalShapesSuite.Params(world="shapes-v2"))
+    requests = suite.requests(40)
+    metadata = held_out_metadata(suite)
+    blank = np.full((IMAGE_SIZE, IMAGE_SIZE, 3), 128, np.uint8)
+    samples = [as_sample(r, render(scene_of(r, metadata)) if r.prompt_index >= TOTAL else blank) for r in requests]
+    metrics = suite.evaluate(samples, None).metrics
+    assert metrics["overall"].value == 0.0 and metrics["correct_images"].value == 0.0
+    assert metrics["train_overall"].value == 1.0
+    assert metrics["generalisation_gap"].value == 1.0 and metrics["generalisation_gap"].stderr == 0.0
+    # half the training images wrong: the gap follows
+    halved = [as_sample(s.request, blank) if s.request.prompt_index >= TOTAL and s.request.sample_index == 1 else s
+              for s in samples]
+    assert suite.evaluate(halved, None).metrics["generalisation_gap"].value == pytest.approx(0.5)
+
+
+def test_validation_split_and_no_training_sample_on_request():
+    validation = GenevalShapesSuite(GenevalShapesSuite.Params(world="shapes-v2", split="validation",
+                                                              train_share=0))
+    prompts = {p.spec.prompt for p in validation.prompts()}
+    assert all(p.benchmark for p in validation.prompts())
+    assert prompts == {m["prompt"] for m in SHAPES_V2.split_metadata("validation")}
+    test = {m["prompt"] for m in SHAPES_V2.benchmark_metadata()}
+    assert prompts & test == {m["prompt"] for m in SHAPES_V2.benchmark_metadata() if m["tag"] == "single_object"}
+    with pytest.raises(UsageError, match="world.*shapes-v1, shapes-v2"):
+        build_params(GenevalShapesSuite.Params, {"world": "shapes-v3"}, "geneval-shapes")

@@ -23,6 +23,7 @@ from harness.errors import UsageError
 from harness.models.presets import PRESETS
 from harness.ranking import RANKING_FORMAT, RANKING_VERSION
 from harness.reference.render import training_batch
+from harness.reference.world import TRAINING_WORLD
 
 
 def _meta_model(name: str, tmp_path: Path) -> SimpleNamespace:
@@ -104,7 +105,7 @@ def _caption_folder(folder: Path, count: int = 8) -> Path:
     import random
 
     folder.mkdir()
-    captions, images = training_batch(random.Random(0), count)
+    captions, images = training_batch(TRAINING_WORLD, random.Random(0), count)
     for i, (caption, image) in enumerate(zip(captions, images, strict=True)):
         Image.fromarray(image).save(folder / f"{i}.png")
         (folder / f"{i}.txt").write_text(caption)

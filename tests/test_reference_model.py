@@ -13,7 +13,7 @@ from harness.models.loading import load_model
 from harness.models.presets import PRESETS
 from harness.models.reference import WEIGHTS_DIR
 from harness.models.topology import block_topology
-from harness.reference.world import TAGS
+from harness.reference.world import TAGS, trained_world
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def test_it_loads_through_the_diffusers_path(reference):
 
 
 def test_autoencoded_renders_keep_the_judge_at_least_95_percent_right(reference):
-    agreement = autoencoder_agreement(reference.pipeline.vae, seed=1234, per_task=40)
+    agreement = autoencoder_agreement(reference.pipeline.vae, trained_world(WEIGHTS_DIR), seed=1234, per_task=40)
     assert set(agreement) == set(TAGS)
     assert min(agreement.values()) >= 0.95, agreement
 

@@ -10,6 +10,7 @@ import sys
 from collections import Counter
 
 import numpy as np
+import pytest
 from conftest import REPO, shared_data, write_metadata_jsonl
 
 from harness import geneval_rules as rules
@@ -57,28 +58,34 @@ def check_grammar(meta: dict, plurals: dict[str, str] | None) -> None:
     rules.parse_metadata(meta)
 
 
-def all_tags_metadata(n: int = 60) -> list[dict]:
+WORLDS = pytest.mark.parametrize("shapes_world", list(world.WORLDS.values()), ids=list(world.WORLDS))
+
+
+def all_tags_metadata(shapes_world: world.World, n: int = 60) -> list[dict]:
     rng = random.Random(0)
-    return [world.random_metadata(rng, tag) for tag in world.TAGS for _ in range(n)]
+    return [shapes_world.random_metadata(rng, tag, split) for tag in world.TAGS for split in world.SPLITS
+            for _ in range(n)]
 
 
 def test_palette_and_classes_are_geneval_names() -> None:
     assert set(world.COLORS) <= set(rules.COLORS)
     assert world.BACKGROUND not in world.PALETTE.values()
-    assert set(world.PLURALS) == set(world.SHAPES)
+    assert set(world.PLURALS) == {s for w in world.WORLDS.values() for s in w.shapes}
 
 
-def test_metadata_format_and_grammar_match_the_official_file() -> None:
+@WORLDS
+def test_metadata_format_and_grammar_match_the_official_file(shapes_world) -> None:
     official = [json.loads(line) for line in shared_data(OFFICIAL).read_text().splitlines()]
     for meta in official:
         check_grammar(meta, None)  # the templates are GenEval's
     signatures = {(m["tag"], signature(m)) for m in official}
-    for meta in all_tags_metadata() + world.benchmark_metadata():
+    for meta in all_tags_metadata(shapes_world) + shapes_world.benchmark_metadata():
         assert (meta["tag"], signature(meta)) in signatures, meta
 
 
-def test_metadata_grammar() -> None:
-    for meta in all_tags_metadata() + world.benchmark_metadata():
+@WORLDS
+def test_metadata_grammar(shapes_world) -> None:
+    for meta in all_tags_metadata(shapes_world) + shapes_world.benchmark_metadata():
         check_grammar(meta, world.PLURALS)
         words = meta["prompt"].split()
         for article, word in zip(words, words[1:], strict=False):
@@ -86,15 +93,26 @@ def test_metadata_grammar() -> None:
                 assert article == ("an" if word[0] in "aeiou" else "a")
 
 
-def test_benchmark_prompt_set(tmp_path) -> None:
-    bench = world.benchmark_metadata()
+# distinct benchmark prompts per task: shapes-v1 has them all (3 shapes, 6 colours, 3 counts, 4 relations);
+# shapes-v2's are its test split's, a quarter of each task's combinations (rounded up) and their same-scene twins
+DISTINCT_BENCHMARK_PROMPTS = {
+    "shapes-v1": {"single_object": 3, "two_object": 6, "counting": 9, "colors": 18, "position": 24,
+                  "color_attr": 100},
+    "shapes-v2": {"single_object": 4, "two_object": 2 * 2, "counting": 3, "colors": 6, "position": 6 * 2,
+                  "color_attr": 45 * 2},
+}
+
+
+@WORLDS
+def test_benchmark_prompt_set(shapes_world, tmp_path) -> None:
+    bench = shapes_world.benchmark_metadata()
     assert len(bench) == 553
     tags = [m["tag"] for m in bench]
     assert Counter(tags) == world.BENCHMARK_TAG_COUNTS
     assert list(dict.fromkeys(tags)) == list(world.BENCHMARK_TAG_COUNTS)  # grouped, in GenEval's order
-    assert world.benchmark_metadata() == bench and world.benchmark_metadata(seed=1) != bench
-    # Duplicates only where the world has too few prompts (3 shapes, 6 colours, 3 counts, 4 relations), evenly.
-    distinct = {"single_object": 3, "two_object": 6, "counting": 9, "colors": 18, "position": 24, "color_attr": 100}
+    assert shapes_world.benchmark_metadata() == bench and shapes_world.benchmark_metadata(seed=1) != bench
+    # Duplicates only where the split has too few prompts, evenly.
+    distinct = DISTINCT_BENCHMARK_PROMPTS[shapes_world.name]
     for tag in world.BENCHMARK_TAG_COUNTS:
         counts = Counter(json.dumps(m) for m in bench if m["tag"] == tag)
         assert len(counts) == distinct[tag]
@@ -104,9 +122,83 @@ def test_benchmark_prompt_set(tmp_path) -> None:
     assert [json.loads(line) for line in path.read_text().splitlines()] == bench
 
 
-def test_scenes_satisfy_their_metadata() -> None:
+def prompts_of(shapes_world: world.World, tag: str, split: str) -> set[str]:
+    return {world.make_metadata(tag, *args)["prompt"] for args in shapes_world.prompt_args(tag, split)}
+
+
+def test_held_out_splits_are_disjoint_and_the_training_sampler_never_draws_a_benchmark_prompt() -> None:
+    held_out = world.SHAPES_V2
+    assert held_out.held_out_tags() == tuple(t for t in world.TAGS if t != "single_object")
+    benchmark = {m["prompt"] for m in held_out.benchmark_metadata()}
+    for tag in world.TAGS:
+        train, validation, test = (prompts_of(held_out, tag, split) for split in world.SPLITS)
+        everything = {world.make_metadata(tag, *args)["prompt"] for args in held_out.prompt_args(tag)}
+        if tag == "single_object":  # four prompts, in every split
+            assert train == validation == test == everything
+            continue
+        assert train | validation | test == everything
+        assert not train & validation and not train & test and not validation & test, tag
+        assert {m["prompt"] for m in held_out.benchmark_metadata() if m["tag"] == tag} == test
+        # every shape, colour, count and relation still occurs in training: a held-out prompt is a new combination
+        words = {w for p in everything for w in p.split()}
+        assert {w for p in train for w in p.split()} == words, tag
+    # the sampler, not only the lists: 20000 training captions, none a held-out benchmark prompt
+    rng = random.Random(7)
+    drawn = {held_out.sample_training_pair(rng)[0]["prompt"] for _ in range(20000)}
+    single = {m["prompt"] for m in held_out.benchmark_metadata() if m["tag"] == "single_object"}
+    assert not drawn & (benchmark - single) and single <= drawn
+    assert len(drawn) == sum(len(prompts_of(held_out, t, "train")) for t in world.TAGS)
+
+
+def test_a_held_out_combination_takes_its_same_scene_twins_along() -> None:
+    """'a circle left of a square' is 'a square right of a circle': both sit in one split, so training never shows
+    a benchmark scene under its other caption."""
+    held_out = world.SHAPES_V2
+    for tag, split in [(t, s) for t in held_out.held_out_tags() for s in world.SPLITS]:
+        for args in held_out.prompt_args(tag, split):
+            meta = world.make_metadata(tag, *args)
+            if tag == "two_object":
+                twin = world.make_metadata(tag, args[0][::-1])
+            elif tag == "position":
+                twin = world.make_metadata(tag, args[0][::-1], (), 1, world.INVERSE_RELATIONS[args[3]])
+            elif tag == "color_attr":
+                twin = world.make_metadata(tag, args[0][::-1], args[1][::-1])
+            else:
+                continue
+            assert twin["prompt"] in prompts_of(held_out, tag, split), (meta["prompt"], split)
+
+
+def test_splits_are_fixed_by_the_seed_and_sized_by_share() -> None:
+    held_out = world.SHAPES_V2
+    # combinations per task: 6 shape pairs, 12 shape-count pairs, 24 shape-colour pairs, 24 relation pairs, 180
+    # colour-shape pairs of pairs; a quarter (rounded up) test, an eighth (at least one) validation
+    combinations = {"two_object": (6, 2), "counting": (12, 1), "colors": (24, 1), "position": (24, 2),
+                    "color_attr": (180, 2)}  # (count, prompts each)
+    for tag, (count, per) in combinations.items():
+        sizes = [len(held_out.prompt_args(tag, split)) // per for split in world.SPLITS]
+        assert sizes == [count - -(-count // 4) - max(1, count // 8), max(1, count // 8), -(-count // 4)], tag
+    code = ("from harness.reference.world import SHAPES_V2 as w; "
+            "print(w.prompt_args('color_attr', 'test')[:3], w.prompt_args('counting', 'test'))")
+    runs = {subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, capture_output=True,
+                           text=True).stdout for _ in range(2)}
+    assert len(runs) == 1  # the same split in every process (no hash randomisation)
+    reseeded = world.World("reseeded", held_out.shapes, held_out=True, split_seed=1)
+    assert reseeded.prompt_args("color_attr", "test") != held_out.prompt_args("color_attr", "test")
+
+
+def test_worlds_are_named_and_a_model_folder_records_its_world(tmp_path) -> None:
+    assert world.world_named("shapes-v2") is world.SHAPES_V2
+    with pytest.raises(ValueError, match="shapes-v1, shapes-v2"):
+        world.world_named("shapes-v9")
+    assert world.trained_world(tmp_path) is world.SHAPES_V1  # saved before models recorded their world
+    (tmp_path / world.WORLD_FILE).write_text(json.dumps({"world": "shapes-v2"}))
+    assert world.trained_world(tmp_path) is world.SHAPES_V2
+
+
+@WORLDS
+def test_scenes_satisfy_their_metadata(shapes_world) -> None:
     rng = random.Random(1)
-    for meta in all_tags_metadata(100):
+    for meta in all_tags_metadata(shapes_world, 40):
         scene = world.scene_for(meta, rng)
         objects = scene.objects
         wanted = Counter((c["class"], c.get("color")) for c in meta["include"] for _ in range(c["count"]))
@@ -130,10 +222,11 @@ def test_scenes_satisfy_their_metadata() -> None:
 def test_training_pairs_are_deterministic_and_follow_weights() -> None:
     def draw(seed: int) -> list:
         rng = random.Random(seed)
-        return [world.sample_training_pair(rng) for _ in range(20)]
+        return [world.SHAPES_V2.sample_training_pair(rng) for _ in range(20)]
     assert draw(3) == draw(3) != draw(4)
     rng = random.Random(0)
-    tags = Counter(world.sample_training_pair(rng, {"position": 3, "counting": 1})[0]["tag"] for _ in range(400))
+    tags = Counter(world.SHAPES_V2.sample_training_pair(rng, {"position": 3, "counting": 1})[0]["tag"]
+                   for _ in range(400))
     assert set(tags) == {"position", "counting"} and tags["position"] > 2 * tags["counting"]
 
 
@@ -141,12 +234,12 @@ def test_render_is_exact_and_deterministic() -> None:
     rng = random.Random(2)
     palette = {tuple(c) for c in world.PALETTE.values()} | {world.BACKGROUND}
     for _ in range(50):
-        _, scene = world.sample_training_pair(rng)
+        _, scene = world.SHAPES_V2.sample_training_pair(rng)
         image = render(scene)
         assert image.shape == (world.IMAGE_SIZE, world.IMAGE_SIZE, 3) and image.dtype == np.uint8
         assert {tuple(p) for p in image.reshape(-1, 3)} <= palette
         assert np.array_equal(image, render(scene))
-    for shape in world.SHAPES:  # each shape touches its box on all four sides, so boxes are exact
+    for shape in world.SHAPES_V2.shapes:  # each shape touches its box on all four sides, so boxes are exact
         for size in range(12, 33):
             mask = world.shape_mask(shape, size, size)
             assert mask.any(0).all() and mask.any(1).all()
@@ -164,7 +257,7 @@ def blur_and_noise(image: np.ndarray, rng: np.random.Generator, sigma: float = 0
     return np.clip(np.round(x + rng.normal(0, noise, x.shape)), 0, 255).astype(np.uint8)
 
 
-def judge_accuracy(degrade: bool) -> dict[str, tuple[float, float]]:
+def judge_accuracy(shapes_world: world.World, degrade: bool) -> dict[str, tuple[float, float]]:
     """Per task: the fraction of scenes whose confident detections (score > 0.9) are exactly the scene's objects
     (class, colour, and box within 1 px after degradation, exact otherwise), and the fraction GenEval's rules
     score correct on the judge's detections."""
@@ -173,12 +266,12 @@ def judge_accuracy(degrade: bool) -> dict[str, tuple[float, float]]:
     for tag in world.TAGS:
         recovered = correct = 0
         for _ in range(PER_TASK):
-            meta = world.random_metadata(rng, tag)
+            meta = shapes_world.random_metadata(rng, tag)
             scene = world.scene_for(meta, rng)
             image = render(scene)
             if degrade:
                 image = blur_and_noise(image, noise_rng)
-            detections = detect(image)
+            detections = detect(image, shapes_world.shapes)
             confident = [d for d in detections if d.score > 0.9]
             colors = classify_colors(image, confident, "")
             found = sorted((d.label, c, d.box) for d, c in zip(confident, colors, strict=True))
@@ -188,17 +281,20 @@ def judge_accuracy(degrade: bool) -> dict[str, tuple[float, float]]:
                 for f, t in zip(found, truth, strict=True))
             correct += rules.evaluate(image, detections, meta, classify_colors).correct
         out[tag] = (recovered / PER_TASK, correct / PER_TASK)
-    print(f"\njudge on {'blurred+noisy' if degrade else 'clean'} renders (recovered, GenEval-correct):", out)
+    kind = "blurred+noisy" if degrade else "clean"
+    print(f"\njudge on {shapes_world.name}, {kind} renders (recovered, GenEval-correct):", out)
     return out
 
 
-def test_judge_is_exact_on_clean_renders() -> None:
-    for tag, (recovered, correct) in judge_accuracy(degrade=False).items():
+@WORLDS
+def test_judge_is_exact_on_clean_renders(shapes_world) -> None:
+    for tag, (recovered, correct) in judge_accuracy(shapes_world, degrade=False).items():
         assert recovered >= 0.99 and correct >= 0.99, tag
 
 
-def test_judge_survives_blur_and_noise() -> None:
-    for tag, (recovered, correct) in judge_accuracy(degrade=True).items():
+@WORLDS
+def test_judge_survives_blur_and_noise(shapes_world) -> None:
+    for tag, (recovered, correct) in judge_accuracy(shapes_world, degrade=True).items():
         assert recovered >= 0.98 and correct >= 0.98, tag
 
 
@@ -210,7 +306,7 @@ def test_malformed_blobs_score_low_and_specks_are_ignored() -> None:
     image[4:26, 4:26][np.abs(u) ** 3 + np.abs(v) ** 3 <= 1] = world.PALETTE["red"]  # halfway circle-square
     image[40:52, 4:34] = world.PALETTE["blue"]  # a bar, not a square
     image[40:44, 50:54] = world.PALETTE["green"]  # a speck
-    detections = detect(image)
+    detections = detect(image, world.SHAPES_V2.shapes)
     assert len(detections) == 2 and all(d.score < rules.SCORE_THRESHOLD for d in detections)
 
 

@@ -9,10 +9,14 @@ Two stages on an endless stream of rendered scenes (no data set on disk):
 Each stage seeds its own random streams, so the transformer stage does not depend on how many draws the autoencoder
 stage made.
 
+Training draws captions only from the world's train split; the periodic evaluation scores its validation split, so
+no decision about training is taken on the benchmark (the test split). The saved model records its world
+(`world.json`) and its card lists the prompts held out from training.
+
 Everything is seeded; a
 checkpoint (atomic, loaded with weights_only=True) is written every `checkpoint_every` steps, and a rerun with the
 same work folder resumes from it. The log (losses, periodic geneval-shapes scores on a
-stratified prompt subset, device, wall time) is JSONL beside the saved model, with a model card.
+stratified subset of the validation prompts, device, wall time) is JSONL beside the saved model, with a model card.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from typing import Any
 from harness.errors import UsageError
 from harness.models.reference import TEXT_TOKENS_T5, TRAINING_LR, build_untrained_pipeline
 from harness.reference.render import training_batch
-from harness.reference.world import TAGS
+from harness.reference.world import SPLITS, TAGS, TRAINING_WORLD, WORLD_FILE, world_named
 from harness.results import write_atomic
 
 STAGES = ("vae", "transformer")
@@ -45,6 +49,7 @@ LOG = "train_log.jsonl"
 @dataclass(frozen=True)
 class TrainConfig:
     seed: int = 0
+    world: str = TRAINING_WORLD.name  # the world whose train split the captions come from
     vae_steps: int = 1200
     vae_batch_size: int = 32
     vae_lr: float = 2e-3
@@ -67,7 +72,7 @@ class TrainConfig:
     # `--set compile=false` trains eagerly where none exists
     compile: bool = True
     eval_every: int = 1000
-    eval_prompts: int = 60
+    eval_prompts: int = 60  # of the validation split, stratified
     eval_steps: int = 20
     eval_guidance: float = 2.5
     checkpoint_every: int = 250
@@ -108,6 +113,7 @@ class _Trainer:
         self.rng = random.Random(config.seed)
         torch.manual_seed(config.seed)
         self.weights = dict(config.task_weights)
+        self.world = world_named(config.world)
         self.stage, self.step, self.elapsed = "vae", 0, 0.0
         self.log: list[dict[str, Any]] = []
         self.trainable = [self.pipe.transformer, self.pipe.text_encoder, self.pipe.text_encoder_2]
@@ -185,7 +191,7 @@ class _Trainer:
         vae.train()
         while self.step < config.vae_steps:
             started = time.perf_counter()
-            _, images = training_batch(self.rng, config.vae_batch_size, self.weights)
+            _, images = training_batch(self.world, self.rng, config.vae_batch_size, self.weights)
             x = to_model_range(images, self.device)
             posterior = vae.encode(x).latent_dist
             reconstruction = vae.decode(posterior.sample()).sample
@@ -208,7 +214,7 @@ class _Trainer:
                 self.checkpoint()
         vae.eval()
         self._set_latent_statistics()
-        self.record(judge_agreement=autoencoder_agreement(self.pipe.vae, self.config.seed + 2))
+        self.record(judge_agreement=autoencoder_agreement(self.pipe.vae, self.world, self.config.seed + 2))
         self.start_transformer_stage()
         self.checkpoint()
 
@@ -226,7 +232,8 @@ class _Trainer:
 
         with torch.no_grad():
             rng = random.Random(self.config.seed + 1)
-            latents = torch.cat([self.pipe.vae.encode(to_model_range(training_batch(rng, 64, self.weights)[1],
+            latents = torch.cat([self.pipe.vae.encode(to_model_range(training_batch(self.world, rng, 64,
+                                                                                    self.weights)[1],
                                                                        self.device)).latent_dist.mode()
                                  for _ in range(16)])
         shift, std = latents.mean().item(), latents.std().item()
@@ -249,7 +256,7 @@ class _Trainer:
         transformer = torch.compile(pipe.transformer) if config.compile else pipe.transformer
         while self.step < config.steps:
             started = time.perf_counter()
-            prompts, images = training_batch(self.rng, config.batch_size, self.weights)
+            prompts, images = training_batch(self.world, self.rng, config.batch_size, self.weights)
             prompts = [p if self.rng.random() >= config.caption_dropout else "" for p in prompts]
             x0 = encode_images(pipe, images)
             prompt_embeds, _, pooled, _ = pipe.encode_prompt(
@@ -303,14 +310,16 @@ class _Trainer:
         return pipe
 
     def evaluate(self) -> dict[str, float]:
-        """geneval-shapes on a stratified prompt subset, one image each, with the EMA weights."""
+        """geneval-shapes on a stratified subset of the validation prompts, one image each, with the EMA
+        weights."""
         import torch
 
         from harness.generation import Sample, image_seed, to_uint8
         from suites.geneval_shapes import GenevalShapesSuite
 
         pipe = self.ema_pipeline()
-        suite = GenevalShapesSuite(GenevalShapesSuite.Params(samples_per_prompt=1))
+        suite = GenevalShapesSuite(GenevalShapesSuite.Params(samples_per_prompt=1, world=self.world.name,
+                                                             split="validation", train_share=0))
         requests = suite.requests(self.config.eval_prompts)
         samples = []
         for start in range(0, len(requests), 30):
@@ -330,6 +339,7 @@ class _Trainer:
 
         pipe = self.ema_pipeline().to(torch.float16)  # half-precision storage; loads back as float32 for the CPU
         pipe.save_pretrained(self.out, safe_serialization=True)
+        write_atomic(self.out / WORLD_FILE, json.dumps({"world": self.world.name}).encode())
         self.checkpoint()
         _write_card(self.out, self.config, self.log, self.device)
 
@@ -359,7 +369,10 @@ Training time: {vae_minutes:.1f} min for the autoencoder and {wall_minutes:.1f} 
 encoders (evaluations included).
 Weights are stored in float16; the harness loads them as float32 on the CPU.
 
-Last periodic evaluation ({config.eval_prompts} stratified geneval-shapes prompts, one image each,
+World: {config.world}. Captions came only from its train split; the periodic evaluation used {config.eval_prompts}
+stratified validation prompts; the benchmark (geneval-shapes) is the test split.
+{_split_table(world_named(config.world))}
+Last periodic evaluation ({config.eval_prompts} stratified validation prompts, one image each,
 {config.eval_steps} steps, guidance {config.eval_guidance}); overall {final.get('overall', float('nan')):.3f}.
 The ceiling column is the judge's accuracy on autoencoded renders.
 
@@ -405,7 +418,23 @@ def train(out: Path, work: Path, config: TrainConfig = TrainConfig(), device: st
     return out
 
 
-def autoencoder_agreement(vae: Any, seed: int, per_task: int = 50) -> dict[str, float]:
+def _split_table(world: Any) -> str:
+    """Per task, how many distinct prompts each split holds and the prompts training never saw."""
+    if not world.held_out_tags():
+        return "Every prompt of this world is in every split: none is held out.\n"
+    from harness.reference.world import make_metadata
+
+    rows = []
+    for tag in TAGS:
+        counts = " | ".join(str(len(world.prompt_args(tag, split))) for split in SPLITS)
+        held = "; ".join(make_metadata(tag, *a)["prompt"].removeprefix("a photo of ")
+                         for a in world.prompt_args(tag, "test")) if tag in world.held_out_tags() else "(none held out)"
+        rows.append(f"| {tag} | {counts} | {held} |")
+    return ("\n| task | train | validation | test | test prompts |\n|---|---|---|---|---|\n" + "\n".join(rows)
+            + f"\n\nSplits fixed by the world's seed ({world.split_seed}): `harness/reference/world.py`.\n")
+
+
+def autoencoder_agreement(vae: Any, world: Any, seed: int, per_task: int = 50) -> dict[str, float]:
     """Per task, the fraction of renders the judge still scores correct after the VAE's encode and decode: the
     ceiling of every score the reference model can reach."""
     import numpy as np
@@ -415,17 +444,17 @@ def autoencoder_agreement(vae: Any, seed: int, per_task: int = 50) -> dict[str, 
     from harness.models.vae import to_model_range
     from harness.reference.judge import classify_colors, detect
     from harness.reference.render import render
-    from harness.reference.world import random_metadata, scene_for
+    from harness.reference.world import scene_for
 
     rng = random.Random(seed)
     agreement = {}
     for tag in TAGS:
-        metadata = [random_metadata(rng, tag) for _ in range(per_task)]
+        metadata = [world.random_metadata(rng, tag) for _ in range(per_task)]
         images = np.stack([render(scene_for(m, rng)) for m in metadata])
         with torch.no_grad():
             x = to_model_range(images, vae.device).to(vae.dtype)
             decoded = vae.decode(vae.encode(x).latent_dist.mode()).sample.float()
         decoded = ((decoded.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-        agreement[tag] = float(np.mean([evaluate(image, detect(image), m, classify_colors).correct
+        agreement[tag] = float(np.mean([evaluate(image, detect(image, world.shapes), m, classify_colors).correct
                                         for image, m in zip(decoded, metadata, strict=True)]))
     return agreement

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from harness.geneval_rules import Detection
-from harness.reference.world import BACKGROUND, COLORS, PALETTE, SHAPES, shape_mask
+from harness.reference.world import BACKGROUND, COLORS, PALETTE, shape_mask
 
 _REFERENCE = np.array([PALETTE[c] for c in COLORS] + [BACKGROUND], np.float32)  # index len(COLORS) = background
 MAX_COLOR_DISTANCE = 100.0  # RGB distance beyond which a pixel is no colour at all (mixtures, artefacts)
@@ -76,14 +76,14 @@ def _components(labels: np.ndarray) -> list[np.ndarray]:
     return list(masks.values())
 
 
-def _classify(mask: np.ndarray) -> tuple[str, float, tuple[int, int, int, int]]:
-    """The best-fitting shape, its confidence (template fit x lead over the runner-up x squareness of the box)
+def _classify(mask: np.ndarray, shapes: tuple[str, ...]) -> tuple[str, float, tuple[int, int, int, int]]:
+    """The best-fitting of `shapes`, its confidence (template fit x lead over the runner-up x squareness of the box)
     and the mask's box."""
     rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
     y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
     crop = mask[y0:y1, x0:x1]
     ious = []
-    for shape in SHAPES:
+    for shape in shapes:
         template = shape_mask(shape, y1 - y0, x1 - x0)
         ious.append((crop & template).sum() / (crop | template).sum())
     second, best = np.argsort(ious)[-2:]
@@ -91,11 +91,12 @@ def _classify(mask: np.ndarray) -> tuple[str, float, tuple[int, int, int, int]]:
     unambiguous = np.clip((ious[best] - ious[second]) / FULL_SCORE_LEAD, 0, 1)
     aspect = max(y1 - y0, x1 - x0) / min(y1 - y0, x1 - x0)
     square_box = np.clip((2 * MAX_ASPECT - aspect) / MAX_ASPECT, 0, 1)
-    return SHAPES[best], float(fit * unambiguous * square_box), (int(x0), int(y0), int(x1), int(y1))
+    return shapes[best], float(fit * unambiguous * square_box), (int(x0), int(y0), int(x1), int(y1))
 
 
-def detect(image: np.ndarray) -> list[Detection]:
-    """GenEval-style detections in an H x W x 3 RGB image (uint8 array or PIL image), highest score first.
+def detect(image: np.ndarray, shapes: tuple[str, ...]) -> list[Detection]:
+    """GenEval-style detections in an H x W x 3 RGB image (uint8 array or PIL image), highest score first, each
+    labelled with one of the world's `shapes`.
 
     Every component of MIN_AREA pixels or more is returned with its score; thresholding is the rules engine's job.
     """
@@ -103,7 +104,7 @@ def detect(image: np.ndarray) -> list[Detection]:
     for mask in _components(pixel_colors(image)):
         if mask.sum() < MIN_AREA:
             continue
-        label, score, box = _classify(mask)
+        label, score, box = _classify(mask, shapes)
         detections.append(Detection(label=label, score=score, box=box, mask=mask))
     return sorted(detections, key=lambda d: -d.score)
 

@@ -10,7 +10,7 @@ import random
 
 import numpy as np
 
-from harness.reference.world import BACKGROUND, IMAGE_SIZE, PALETTE, Scene, sample_training_pair, shape_mask
+from harness.reference.world import BACKGROUND, IMAGE_SIZE, PALETTE, Scene, World, shape_mask
 
 
 def render(scene: Scene) -> np.ndarray:
@@ -23,8 +23,9 @@ def render(scene: Scene) -> np.ndarray:
     return image
 
 
-def training_batch(rng: random.Random, size: int,
+def training_batch(world: World, rng: random.Random, size: int,
                    weights: dict[str, float] | None = None) -> tuple[list[str], np.ndarray]:
-    """`size` random (caption, rendered image) pairs, tasks drawn by `weights` (uniform when None)."""
-    pairs = [sample_training_pair(rng, weights) for _ in range(size)]
+    """`size` random (caption, rendered image) pairs of the world's training split, tasks drawn by `weights`
+    (uniform when None)."""
+    pairs = [world.sample_training_pair(rng, weights) for _ in range(size)]
     return [metadata["prompt"] for metadata, _ in pairs], np.stack([render(scene) for _, scene in pairs])

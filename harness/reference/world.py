@@ -1,18 +1,23 @@
 """The reference world: 64x64 scenes of 1-4 flat-coloured shapes on grey, described in GenEval's prompt grammar.
 
-The world is kept friendly on purpose (3 shapes, 6 well-separated colours, large shapes with gaps between them):
-a second CPU training trial learned it best, and it lets the judge in `judge.py` be exact on clean renders. A fourth
-shape, the cross, was dropped: its arms (a third of an 18 px side) span about 1.5 latent pixels, and malformed crosses
-were most of the first committed model's failures (22 of 36 on single_object, 20 of 26 on colors).
+Worlds are kept friendly on purpose (few shapes, 6 well-separated colours, large shapes with gaps between them):
+a second CPU training trial learned such a world best, and it lets the judge in `judge.py` be exact on clean renders.
+A cross was dropped: its arms (a third of an 18 px side) span about 1.5 latent pixels, and malformed crosses were
+most of the first committed model's failures (22 of 36 on single_object, 20 of 26 on colors).
+shapes-v1 (circle, square, triangle) has 240 prompts and no held-out ones: its benchmark repeats the prompts
+training drew. shapes-v2 adds the diamond, enough for each task but single_object to keep a quarter of its
+combinations for the benchmark and an eighth for validation, never drawn in training (`World`).
 Metadata dicts are byte-for-byte in the format of GenEval's `evaluation_metadata.jsonl`, so GenEval's scoring rules
 apply unchanged with the world's shape names as classes.
 """
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,8 +25,7 @@ import numpy as np
 from harness.geneval_rules import POSITION_MARGIN as POSITION_SHRINK
 
 IMAGE_SIZE = 64
-SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
-PLURALS: dict[str, str] = {"circle": "circles", "square": "squares", "triangle": "triangles"}
+PLURALS: dict[str, str] = {"circle": "circles", "square": "squares", "triangle": "triangles", "diamond": "diamonds"}
 # GenEval colour names; values are inset from the RGB cube's corners so an autoencoder need not saturate to reach them.
 PALETTE: dict[str, tuple[int, int, int]] = {
     "red": (230, 25, 25),
@@ -88,6 +92,9 @@ def shape_mask(shape: str, height: int, width: int) -> np.ndarray:
         mask = np.ones((height, width), bool)
     elif shape == "triangle":  # apex up; (y + 1) keeps the apex row non-empty for even widths
         mask = np.abs(u) <= (y + 1) * width / (2 * height)
+    elif shape == "diamond":  # a square on its corner; the 1 / (2 x side) widens odd sides' tips to 3 pixels, as
+        # even sides' are 2: a 1-pixel tip erodes in one blur and the box shrinks under it
+        mask = np.abs(u) / width + np.abs(v) / height <= 0.5 + 0.5 / max(height, width)
     else:
         raise ValueError(f"unknown shape {shape!r}")
     mask.flags.writeable = False
@@ -148,16 +155,87 @@ def make_metadata(tag: str, shapes: tuple[str, ...], colors: tuple[str, ...] = (
     return {"tag": tag, "include": include, "prompt": f"a photo of {prompt}"}
 
 
+INVERSE_RELATIONS: dict[str, str] = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
+SPLITS: tuple[str, ...] = ("train", "validation", "test")
+# Of each held-out task's combinations: a quarter (rounded up) are test, an eighth (at least one) validation
+TEST_SHARE, VALIDATION_SHARE = 4, 8
+
+PromptArgs = tuple[Any, ...]  # the `make_metadata` arguments after the tag
+
+
+@dataclass(frozen=True)
+class World:
+    """A world's grammar, GenEval's over `shapes` and the palette's colours, and how its prompts split.
+
+    Without `held_out`, every prompt is in every split (the first committed worlds). With it, each task's
+    combinations (single_object's excepted: there are too few) are split by `split_seed` into train (the only
+    captions training draws), validation (the periodic evaluation during training) and test (the benchmark). A
+    combination is a prompt together with every prompt that describes the same scenes, so none of them leaks across
+    splits: "a circle and a square" goes with "a square and a circle", "a circle left of a square" with "a square
+    right of a circle", "a red circle and a blue square" with "a blue square and a red circle".
+    """
+
+    name: str
+    shapes: tuple[str, ...]
+    held_out: bool
+    split_seed: int = 0
+
+    def prompt_args(self, tag: str, split: str | None = None) -> tuple[PromptArgs, ...]:
+        """The `make_metadata` arguments of every distinct prompt of a tag (of one split when given), in a fixed
+        order."""
+        if split is None:
+            return _all_prompt_args(self.shapes, tag)
+        return _split_prompt_args(self, tag, split)
+
+    def held_out_tags(self) -> tuple[str, ...]:
+        """The tags whose combinations are split (none without `held_out`)."""
+        return tuple(t for t in TAGS if t != "single_object") if self.held_out else ()
+
+    def random_metadata(self, rng: random.Random, tag: str, split: str = "train") -> dict[str, Any]:
+        """A uniformly random prompt of the tag, from the split."""
+        return make_metadata(tag, *rng.choice(self.prompt_args(tag, split)))
+
+    def split_metadata(self, split: str, seed: int = 0) -> list[dict[str, Any]]:
+        """553 prompts of the split with GenEval's tag counts and order of tags.
+
+        Where a tag has fewer distinct prompts than GenEval asks for, every prompt is repeated the same number of
+        times and a seeded selection of them once more (the only duplicates); where it has more, a seeded selection
+        of distinct ones. The shapes-v1 benchmark: single_object 3 prompts (80 = 26 x 3 + 2), two_object 6
+        (99 = 16 x 6 + 3), counting 9, colors 18, position 24, color_attr 100 of 180.
+        """
+        rng = random.Random(seed)
+        out: list[dict[str, Any]] = []
+        for tag, total in BENCHMARK_TAG_COUNTS.items():
+            pool = list(self.prompt_args(tag, split))
+            rng.shuffle(pool)
+            repeats, rest = divmod(total, len(pool))
+            out += [make_metadata(tag, *args) for args in pool * repeats + pool[:rest]]
+        return out
+
+    def benchmark_metadata(self, seed: int = 0) -> list[dict[str, Any]]:
+        """The world's fixed GenEval prompt set: the test split's 553 lines (`split_metadata`)."""
+        return self.split_metadata("test", seed)
+
+    def sample_training_pair(self, rng: random.Random,
+                             weights: dict[str, float] | None = None) -> tuple[dict[str, Any], Scene]:
+        """A random (metadata, scene) pair: a task drawn by `weights` (uniform over TAGS when None), a uniformly
+        random training prompt of it, and a scene satisfying it. The caption is `metadata["prompt"]`."""
+        tags = list(weights) if weights else list(TAGS)
+        tag = rng.choices(tags, weights=[weights[t] for t in tags] if weights else None)[0]
+        metadata = self.random_metadata(rng, tag)
+        return metadata, scene_for(metadata, rng)
+
+
 @cache
-def _prompt_args(tag: str) -> tuple[tuple[Any, ...], ...]:
-    """The `make_metadata` arguments of every distinct prompt of a tag in this world, in a fixed order.
-    Two-class tasks use distinct classes (and color_attr distinct colours), as every official line does."""
-    pairs = [(a, b) for a in SHAPES for b in SHAPES if a != b]
-    args: dict[str, list[tuple[Any, ...]]] = {
-        "single_object": [((s,),) for s in SHAPES],
+def _all_prompt_args(shapes: tuple[str, ...], tag: str) -> tuple[PromptArgs, ...]:
+    """Every distinct prompt of a tag over `shapes`. Two-class tasks use distinct classes (and color_attr distinct
+    colours), as every official line does."""
+    pairs = [(a, b) for a in shapes for b in shapes if a != b]
+    args: dict[str, list[PromptArgs]] = {
+        "single_object": [((s,),) for s in shapes],
         "two_object": [(p,) for p in pairs],
-        "counting": [((s,), (), n) for s in SHAPES for n in COUNT_WORDS],
-        "colors": [((s,), (c,)) for s in SHAPES for c in COLORS],
+        "counting": [((s,), (), n) for s in shapes for n in COUNT_WORDS],
+        "colors": [((s,), (c,)) for s in shapes for c in COLORS],
         "position": [(p, (), 1, r) for p in pairs for r in RELATIONS],
         "color_attr": [(p, (c, d)) for p in pairs for c in COLORS for d in COLORS if c != d],
     }
@@ -166,27 +244,74 @@ def _prompt_args(tag: str) -> tuple[tuple[Any, ...], ...]:
     return tuple(args[tag])
 
 
-def random_metadata(rng: random.Random, tag: str) -> dict[str, Any]:
-    """A uniformly random prompt of the tag."""
-    return make_metadata(tag, *rng.choice(_prompt_args(tag)))
+def _same_scenes(tag: str, args: PromptArgs) -> PromptArgs:
+    """The prompt that describes the same scenes with its two objects named the other way round (itself for
+    single-object tasks)."""
+    if tag == "two_object":
+        return ((args[0][1], args[0][0]),)
+    if tag == "position":
+        return ((args[0][1], args[0][0]), (), 1, INVERSE_RELATIONS[args[3]])
+    if tag == "color_attr":
+        return ((args[0][1], args[0][0]), (args[1][1], args[1][0]))
+    return args
 
 
-def benchmark_metadata(seed: int = 0) -> list[dict[str, Any]]:
-    """The world's fixed GenEval prompt set: 553 prompts with GenEval's tag counts and order of tags.
+def _leaves(value: Any) -> set[Any]:
+    return set().union(*map(_leaves, value)) if isinstance(value, tuple) else {value}
 
-    Where a tag has fewer distinct prompts than GenEval asks for, every prompt is repeated the same number of times
-    and a seeded selection of them once more (the only duplicates): single_object has 3 prompts (80 = 26 x 3 + 2),
-    two_object 6 (99 = 16 x 6 + 3), counting 9 (80 = 8 x 9 + 8), colors 18 (94 = 5 x 18 + 4), position 24
-    (100 = 4 x 24 + 4). color_attr has 180 and takes 100 distinct ones.
-    """
-    rng = random.Random(seed)
-    out: list[dict[str, Any]] = []
-    for tag, total in BENCHMARK_TAG_COUNTS.items():
-        pool = list(_prompt_args(tag))
-        rng.shuffle(pool)
-        repeats, rest = divmod(total, len(pool))
-        out += [make_metadata(tag, *args) for args in pool * repeats + pool[:rest]]
-    return out
+
+@cache
+def _split_of(world: World, tag: str) -> dict[PromptArgs, str]:
+    """Each prompt's split. Combinations are shuffled by the world's seed until the train split still holds every
+    shape, colour, count and relation the task has (so a held-out combination is new, never a new word)."""
+    every = _all_prompt_args(world.shapes, tag)
+    if tag not in world.held_out_tags():
+        return {}
+    combinations = list(dict.fromkeys(frozenset({a, _same_scenes(tag, a)}) for a in every))
+    n_test = -(-len(combinations) // TEST_SHARE)
+    n_validation = max(1, len(combinations) // VALIDATION_SHARE)
+    words = _leaves(every)
+    rng = random.Random(f"{world.split_seed}:{tag}")
+    for _ in range(1000):
+        rng.shuffle(combinations)
+        train = combinations[n_test + n_validation:]
+        if _leaves(tuple(a for c in train for a in c)) == words:
+            break
+    else:  # pragma: no cover - a grammar this small always has such a split
+        raise ValueError(f"no split of {tag} keeps every word in training")
+    splits = ["test"] * n_test + ["validation"] * n_validation + ["train"] * len(train)
+    return {args: split for combination, split in zip(combinations, splits, strict=True) for args in combination}
+
+
+@cache
+def _split_prompt_args(world: World, tag: str, split: str) -> tuple[PromptArgs, ...]:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r} (the splits: {', '.join(SPLITS)})")
+    every = _all_prompt_args(world.shapes, tag)
+    splits = _split_of(world, tag)
+    return tuple(a for a in every if splits.get(a, split) == split)
+
+
+SHAPES_V1 = World("shapes-v1", ("circle", "square", "triangle"), held_out=False)
+SHAPES_V2 = World("shapes-v2", ("circle", "square", "triangle", "diamond"), held_out=True)
+WORLDS: dict[str, World] = {w.name: w for w in (SHAPES_V1, SHAPES_V2)}
+TRAINING_WORLD = SHAPES_V2  # what `harness reference train` trains on by default
+WORLD_FILE = "world.json"  # in a trained model's folder: the name of the world it was trained on
+
+
+def world_named(name: str) -> World:
+    if name not in WORLDS:
+        raise ValueError(f"unknown world {name!r} (the worlds: {', '.join(WORLDS)})")
+    return WORLDS[name]
+
+
+def trained_world(folder: Path) -> World:
+    """The world the model in `folder` was trained on: its WORLD_FILE, or shapes-v1 for a model saved before
+    models recorded it."""
+    path = Path(folder) / WORLD_FILE
+    if not path.is_file():
+        return SHAPES_V1
+    return world_named(json.loads(path.read_text())["world"])
 
 
 def _place(rng: random.Random, shapes_colors: list[tuple[str, str]], relation: str | None) -> Scene | None:
@@ -234,12 +359,3 @@ def scene_for(metadata: dict[str, Any], rng: random.Random) -> Scene:
         scene = _place(rng, shapes_colors, relation)
         if scene is not None:
             return scene
-
-
-def sample_training_pair(rng: random.Random, weights: dict[str, float] | None = None) -> tuple[dict[str, Any], Scene]:
-    """A random (metadata, scene) pair: a task drawn by `weights` (uniform over TAGS when None), a uniformly random
-    prompt of it, and a scene satisfying it. The caption is `metadata["prompt"]`."""
-    tags = list(weights) if weights else list(TAGS)
-    tag = rng.choices(tags, weights=[weights[t] for t in tags] if weights else None)[0]
-    metadata = random_metadata(rng, tag)
-    return metadata, scene_for(metadata, rng)
