@@ -17,6 +17,14 @@ SUITES.register("geneval", "suites.geneval:GenevalSuite",
                 "GenEval: 553 prompts x 4 images; official evaluator or transformers Mask2Former + open_clip colours.")
 SUITES.register("hpsv2", "suites.hpsv2:HPSv2Suite",
                 "HPSv2 (v2.1 default, v2.0 selectable) x100 on 4 styles x 800 HPDv2 prompts; OpenCLIP ViT-H-14.")
+SUITES.register("clipscore", "suites.clipscore:ClipScoreSuite",
+                "CLIPScore (torchmetrics' form, x100) of each image and its prompt; CLIP ViT-L/14 by default.")
+SUITES.register("pickscore", "suites.pickscore:PickScoreSuite",
+                "PickScore: the Pick-a-Pic preference CLIP's logit-scaled image-prompt similarity.")
+SUITES.register("fid", "suites.fid:FIDSuite",
+                "FID and KID of the images against the uncompressed model's for the same prompts and seeds.")
+SUITES.register("cmmd", "suites.cmmd:CMMDSuite",
+                "CMMD (CLIP embeddings, Gaussian-kernel MMD) against the uncompressed model's images.")
 SUITES.register("latency", "suites.latency:LatencySuite",
                 "Median time per image, per denoising step and per transformer forward, with spread; first call apart.")
 SUITES.register("memory", "suites.memory:MemorySuite",

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from harness.generation import ImageRequest, Sample
@@ -105,3 +106,17 @@ class MeasurementSuite(Suite):
 
     def measure(self, model: Any, sampling: Any) -> SuiteResult:
         raise NotImplementedError
+
+
+BUNDLED_PROMPTS = Path(__file__).parent / "data" / "fidelity_prompts.txt"  # 16 prompts of varied subjects and styles
+
+
+def prompt_file_requests(prompts: Path | None, limit: int | None, samples_per_prompt: int) -> list[ImageRequest]:
+    """The requests of a suite driven by a prompt file (one prompt a line; default: the 16 bundled prompts): the
+    first `limit` prompts, `samples_per_prompt` images each. Suites that read the same file ask for the same
+    images, so the image cache serves them all."""
+    from harness.prompts import read_prompt_file
+
+    return [ImageRequest(prompt, index, sample)
+            for index, prompt in enumerate(read_prompt_file(prompts or BUNDLED_PROMPTS)[:limit])
+            for sample in range(samples_per_prompt)]

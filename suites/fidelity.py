@@ -7,10 +7,8 @@ from pathlib import Path
 
 from harness.generation import ImageRequest, Sample, check_samples_per_prompt
 from harness.metrics import Metric
-from harness.prompts import read_prompt_file
-from suites.base import ImageSuite, Scores
+from suites.base import ImageSuite, Scores, prompt_file_requests
 
-DEFAULT_PROMPTS = Path(__file__).parent / "data" / "fidelity_prompts.txt"
 # torchvision's AlexNet weights, the backbone of LPIPS (net 'alex'); torchmetrics ships the LPIPS heads themselves.
 ALEXNET_WEIGHTS = "alexnet-owt-7be5be79.pth"
 
@@ -39,12 +37,7 @@ class FidelitySuite(ImageSuite):
             check_samples_per_prompt(self.samples_per_prompt)
 
     def requests(self, limit: int | None) -> list[ImageRequest]:
-        prompts = read_prompt_file(self.params.prompts or DEFAULT_PROMPTS)[:limit]
-        return [
-            ImageRequest(prompt, index, sample)
-            for index, prompt in enumerate(prompts)
-            for sample in range(self.params.samples_per_prompt)
-        ]
+        return prompt_file_requests(self.params.prompts, limit, self.params.samples_per_prompt)
 
     def score(self, samples: list[Sample], references: list[Sample] | None) -> Scores:
         import torch
