@@ -300,3 +300,20 @@ def test_fid_refuses_a_weights_file_that_is_not_plain_tensors(tmp_path):
     bad.write_bytes(pickle.dumps({"Conv2d_1a_3x3.conv.weight": Payload()}))
     with pytest.raises(UsageError, match="is not torch-fidelity's Inception weights"):
         FIDSuite(FIDSuite.Params(inception_weights=bad)).prepare()
+
+
+def test_the_leaderboard_shows_the_new_metrics_with_direction_and_interval(dirs, tiny_clip, tmp_path):
+    """A base run and a pruned run with clipscore and cmmd: the table heads each metric with its direction and gives
+    the pruned run's change with a bootstrap interval (cmmd's recomputed from resampled records)."""
+    settings = ["--suite", "clipscore,cmmd", "--limit", "6", "--set", f"clipscore.model={tiny_clip}",
+                "--set", f"cmmd.clip_model={tiny_clip}"]
+    for method in ("none", "depth-last"):
+        result = invoke(*run_args(dirs, "--method", method, *settings))
+        assert result.returncode == 0, result.stderr
+    board = tmp_path / "board"
+    result = invoke("leaderboard", str(dirs["out"]), "--out", str(board))
+    assert result.returncode == 0, result.stderr
+    markdown = (board / "LEADERBOARD.md").read_text()
+    assert "clipscore/clipscore ↑" in markdown and "cmmd/cmmd ↓" in markdown
+    pruned = next(line for line in markdown.splitlines() if line.startswith("| depth-last"))
+    assert pruned.count("CI [") == 2, pruned

@@ -20,7 +20,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from harness.commands.compare import Run, bootstrap_changes, load_run
+from harness.commands.compare import Run, bootstrap_changes, higher_is_better, load_run
 from harness.devices import GIB
 from harness.errors import UsageError
 from harness.metrics import ratio_stderr
@@ -108,7 +108,8 @@ def _base_for(run: Run, key: str, bases: list[Run]) -> Run | None:
 
 
 def build(runs: list[Run]) -> dict[str, Any]:
-    """{model: {"base": run id or None, "quality": [metric keys], "rows": [...]}} from the newest run per identity
+    """{model: {"base": run id or None, "quality": [metric keys], "higher_is_better": {key: bool}, "rows": [...]}}
+    from the newest run per identity
     (`harness.results.run_identity`: runs at another --limit or other settings are rows of their own)."""
     newest: dict[str, Run] = {}
     for run in runs:
@@ -123,14 +124,15 @@ def build(runs: list[Run]) -> dict[str, Any]:
         ambiguous = {label for label in labels if labels.count(label) > 1}
         rows = [_row(run, bases, quality, f"{label} [{_sample_counts(run)}]" if label in ambiguous else label)
                 for run, label in zip(runs_of_model, labels, strict=True)]
+        directions = {key: higher_is_better(next(r for r in runs_of_model if key in r.results.metrics), key)
+                      for key in quality}
         board[model] = {"base": bases[0].results.run_id if bases else None, "quality": quality,
+                        "higher_is_better": directions,
                         "rows": sorted(rows, key=lambda row: (not row["is_base"], row["method"]))}
     return board
 
 
 def _row(run: Run, bases: list[Run], quality: list[str], label: str) -> dict[str, Any]:
-    from harness.commands.compare import higher_is_better
-
     results = run.results
     metrics = results.metrics
     parameters = results.model.transformer_parameters
@@ -228,6 +230,11 @@ COLUMNS = ("method", "params (% base)", "weights GiB", "peak memory GiB", "laten
            "% of peak", "calls computed", "compression", "device")
 
 
+def _quality_headers(entry: dict[str, Any]) -> list[str]:
+    """Each quality column's key with its direction: up where higher is better, down where lower is."""
+    return [f"{key} {'↑' if entry['higher_is_better'][key] else '↓'}" for key in entry["quality"]]
+
+
 def _cells(row: dict[str, Any]) -> list[str]:
     params = _fmt(row["transformer_parameters"]) + (f" ({row['parameters_pct_of_base']:.1f}%)"
                                                     if row["parameters_pct_of_base"] else "")
@@ -258,7 +265,7 @@ def markdown(board: dict[str, Any]) -> str:
            "against the model's base run (method none), with a 95% paired-bootstrap interval over prompts.", ""]
     for model, entry in sorted(board.items()):
         out += [f"## {_md(model)}", "", f"Base run: {_md(entry['base'] or 'none found (changes are not shown)')}", ""]
-        header = [*COLUMNS[:-2], *entry["quality"], *COLUMNS[-2:]]
+        header = [*COLUMNS[:-2], *_quality_headers(entry), *COLUMNS[-2:]]
         out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for row in entry["rows"]:
             cells = _cells(row)
@@ -398,7 +405,7 @@ def page(board: dict[str, Any]) -> str:
              "column to sort. Red points: the Pareto front (less memory or more speed-up, more quality).</p>"]
     for model, entry in sorted(board.items()):
         quality = entry["quality"]
-        header = [*COLUMNS[:-2], *quality, *COLUMNS[-2:]]
+        header = [*COLUMNS[:-2], *_quality_headers(entry), *COLUMNS[-2:]]
         parts.append(f"<h2>{html.escape(model)}</h2><table class='board' data-model='{html.escape(model)}'>"
                      "<thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header)
                      + "</tr></thead><tbody>")
