@@ -14,6 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install --quiet $(TORCH_SPEC)
 	$(VENV)/bin/pip install --quiet -e '.[test]'
 	$(VENV)/bin/python tools/install_hpsv2.py  # the HPSv2 parity test's reference package (see the script)
+	$(VENV)/bin/python tools/install_imagereward.py  # image-reward in its own overlay (see the script)
 	touch $@
 
 install: $(VENV)/.installed

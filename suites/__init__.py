@@ -21,6 +21,8 @@ SUITES.register("clipscore", "suites.clipscore:ClipScoreSuite",
                 "CLIPScore (torchmetrics' form, x100) of each image and its prompt; CLIP ViT-L/14 by default.")
 SUITES.register("pickscore", "suites.pickscore:PickScoreSuite",
                 "PickScore: the Pick-a-Pic preference CLIP's logit-scaled image-prompt similarity.")
+SUITES.register("imagereward", "suites.imagereward:ImageRewardSuite",
+                "ImageReward v1.0 through the image-reward package's own model (its own environment); DrawBench-style.")
 SUITES.register("fid", "suites.fid:FIDSuite",
                 "FID and KID of the images against the uncompressed model's for the same prompts and seeds.")
 SUITES.register("cmmd", "suites.cmmd:CMMDSuite",
