@@ -37,4 +37,8 @@ SUITE_GROUPS: dict[str, tuple[str, ...]] = {
     "device": ("latency", "memory"),
     "quality": (),  # filled per model
     "full": ("quality", "fidelity", "device"),
+    # what a paper reports, to place a method in its tables: HierarchicalPrune (GenEval, HPSv2, memory, latency);
+    # SVDQuant (FID, ImageReward, CLIPScore, LPIPS and PSNR against the 16-bit model; its CLIP-IQA is not here)
+    "paper": ("geneval", "hpsv2", "device"),
+    "svdquant": ("fid", "imagereward", "clipscore", "fidelity"),
 }

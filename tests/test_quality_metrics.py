@@ -317,3 +317,12 @@ def test_the_leaderboard_shows_the_new_metrics_with_direction_and_interval(dirs,
     assert "clipscore/clipscore ↑" in markdown and "cmmd/cmmd ↓" in markdown
     pruned = next(line for line in markdown.splitlines() if line.startswith("| depth-last"))
     assert pruned.count("CI [") == 2, pruned
+
+
+def test_paper_groups_name_the_suites_each_paper_reports():
+    from harness.commands.setup import expand_suites
+    from harness.registry import SUITES
+
+    assert expand_suites(["paper"], ("geneval-shapes",)) == ["geneval", "hpsv2", "latency", "memory"]
+    assert expand_suites(["svdquant"], ("geneval", "hpsv2")) == ["fid", "imagereward", "clipscore", "fidelity"]
+    assert set(expand_suites(["paper", "svdquant"], ())) <= set(SUITES.names())
