@@ -29,13 +29,13 @@ from typing import Any
 import numpy as np
 
 from harness.errors import UsageError
+from harness.generation import IMAGE_SUFFIXES, load_image_file
 
 CHECKPOINT_EVERY = 50
 CHECKPOINT_FORMAT = 2  # part of the work folder's name: a checkpoint of another format is never read
 LOG_EVERY = 10
 OUT_WEIGHT = 1.0
 DISTILL_SEED = 0
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
 def _is_reference(model: Any) -> bool:
@@ -71,7 +71,7 @@ class _Pairs:
             if not pairs:
                 raise UsageError(f"distill_data '{data}' holds no image with a same-named .txt caption")
             self.kind, self.items = f"{len(pairs)} captioned images", [
-                (caption.read_text().strip(), _load_image(path, size)) for path, caption in pairs]
+                (caption.read_text().strip(), load_image_file(path, size)) for path, caption in pairs]
         elif data.is_file():
             from harness.prompts import read_prompt_file
 
@@ -108,20 +108,6 @@ def data_digest(data: Path) -> str:
     else:
         raise UsageError(f"distill_data '{data}' does not exist")
     return "sha256:" + digest.hexdigest()
-
-
-def _load_image(path: Path, size: tuple[int, int]) -> np.ndarray:
-    """Centre-cropped to the aspect ratio, resized to (height, width), RGB uint8."""
-    from PIL import Image
-
-    height, width = size
-    with Image.open(path) as image:
-        image = image.convert("RGB")
-        scale = max(width / image.width, height / image.height)
-        resized = image.resize((max(width, round(image.width * scale)), max(height, round(image.height * scale))),
-                               Image.Resampling.BICUBIC)
-        left, top = (resized.width - width) // 2, (resized.height - height) // 2
-        return np.asarray(resized.crop((left, top, left + width, top + height)))
 
 
 def _teacher_images(model: Any, teacher: Any, prompts: list[str], context: Any) -> list[np.ndarray]:

@@ -313,3 +313,21 @@ def load_samples(cache: ImageCache, setup: GenerationSetup, requests: Sequence[I
             image, calls = cache.read(key)
             samples.append(Sample(request, setup.seed_of(request), image, cache.path(key), calls))
     return samples
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")  # image files the harness reads (data sets, caption folders)
+
+
+def load_image_file(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """An image file centre-cropped to the aspect ratio of size (height, width) and resized to it (bicubic), RGB
+    uint8."""
+    from PIL import Image
+
+    height, width = size
+    with Image.open(path) as image:
+        image = image.convert("RGB")
+        scale = max(width / image.width, height / image.height)
+        resized = image.resize((max(width, round(image.width * scale)), max(height, round(image.height * scale))),
+                               Image.Resampling.BICUBIC)
+        left, top = (resized.width - width) // 2, (resized.height - height) // 2
+        return np.asarray(resized.crop((left, top, left + width, top + height)))

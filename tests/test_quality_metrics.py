@@ -326,3 +326,42 @@ def test_paper_groups_name_the_suites_each_paper_reports():
     assert expand_suites(["paper"], ("geneval-shapes",)) == ["geneval", "hpsv2", "latency", "memory"]
     assert expand_suites(["svdquant"], ("geneval", "hpsv2")) == ["fid", "imagereward", "clipscore", "fidelity"]
     assert set(expand_suites(["paper", "svdquant"], ())) <= set(SUITES.names())
+
+
+def test_against_a_folder_of_real_images(dirs, tiny_clip, tmp_path):
+    """cmmd against real images: no original is generated, the folder's features are computed once and cached,
+    the figure equals the formula on both sets, and a bad folder stops the run before any image is generated."""
+    from PIL import Image
+
+    from suites.clip_models import image_embeddings, load_clip
+    from suites.cmmd import CMMDSuite
+
+    real = tmp_path / "mjhq" / "people"
+    real.mkdir(parents=True)
+    for i, picture in enumerate(images(6, size=96, seed=9, shift=30)):  # another size: cropped and resized
+        Image.fromarray(picture).save(real / f"{i}.jpg", quality=95)
+    settings = ["--suite", "cmmd", "--limit", "4", "--set", f"cmmd.clip_model={tiny_clip}",
+                "--set", f"cmmd.real_images={real.parent}"]
+    result = invoke(*run_args(dirs, "--method", "depth-last", *settings))
+    assert result.returncode == 0, result.stderr
+    results = read_results(result.stdout)
+    assert results["generation"]["images_generated_main_process"] == 4  # the compressed model's only
+    cached = list((dirs["cache"] / "real-features").glob("cmmd-*.npy"))
+    assert len(cached) == 1 and np.load(cached[0]).shape[0] == 6
+    assert any("6 real images" in note for note in results["suites"]["cmmd"]["notes"])
+    # the figure is the formula on the generated images' embeddings and the real ones'
+    folder = Path(result.stdout.strip().splitlines()[-1]).parent
+    rows = [json.loads(line) for line in (folder / "samples.jsonl").read_text().splitlines()]
+    generated = np.stack([decode_features(r["features"]) for r in rows if r.get("suite") == "cmmd"
+                          and "features" in r])
+    from harness.generation import load_image_file
+
+    model, processor = load_clip("cmmd", str(tiny_clip), "clip_model")
+    real_embeddings = image_embeddings(model, processor, [load_image_file(f, (64, 64))
+                                                          for f in sorted(real.glob("*.jpg"))])
+    assert results["metrics"]["cmmd/cmmd"] == pytest.approx(gaussian_mmd(generated, real_embeddings), rel=1e-5)
+    suite = CMMDSuite(CMMDSuite.Params(clip_model=str(tiny_clip), real_images=real.parent))
+    assert suite.needs_reference is False and CMMDSuite(CMMDSuite.Params()).needs_reference is True
+    bad = invoke(*run_args(dirs, "--suite", "cmmd", "--limit", "2", "--set", f"cmmd.clip_model={tiny_clip}",
+                           "--set", f"cmmd.real_images={tmp_path / 'absent'}"))
+    assert bad.returncode == 2 and "is not a folder" in bad.stderr
