@@ -26,6 +26,7 @@ from harness.models.random_weights import (
 )
 from harness.models.saving import load_compressed_transformer, read_provenance
 from harness.models.spec import ModelSpec, SamplingSettings, dtype_name
+from harness.reference.world import WORLD_FILE
 from harness.registry import MODELS
 
 
@@ -196,7 +197,8 @@ def missing_hub_weights(spec: ModelSpec, weights: str | None) -> str | None:
 
 # Files that describe a model folder without being part of the model: they never change its fingerprint (the
 # reference model's ranking lives beside its weights and names their fingerprint).
-NOT_WEIGHTS = frozenset({"README.md", "train_log.jsonl", "contribution_ranking.json", "contribution_heatmap.png"})
+NOT_WEIGHTS = frozenset({"README.md", "train_log.jsonl", "contribution_ranking.json", "contribution_heatmap.png",
+                         WORLD_FILE})
 
 
 DIGEST_CACHE = "folder-digests.json"  # under the run's cache folder
