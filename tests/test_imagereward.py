@@ -69,6 +69,18 @@ def tiny_imagereward(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path
     return {"hf_home": hf_home, "med_config": med_config, "checkpoint": checkpoint}
 
 
+@pytest.fixture
+def tiny_hub_cache(tiny_imagereward, monkeypatch):
+    """The tiny tokenizer's Hugging Face cache for this process and its subprocesses. huggingface_hub reads HF_HOME
+    once, at import, which an earlier test may already have done: its cache constant is set too."""
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HOME", str(tiny_imagereward["hf_home"]))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tiny_imagereward["hf_home"] / "hub"))
+    return tiny_imagereward
+
+
 def package_scores(files: dict[str, Path], pictures: list[np.ndarray], prompts: list[str], folder: Path) -> list:
     """`ImageReward.score(prompt, PIL image)` of the package, each image handed over as a PIL image in memory."""
     np.save(folder / "pictures.npy", np.stack(pictures))
@@ -90,11 +102,10 @@ with torch.no_grad():
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def test_scores_equal_the_packages_own(tiny_imagereward, tmp_path, monkeypatch):
+def test_scores_equal_the_packages_own(tiny_hub_cache, tmp_path):
     from harness.generation import ImageRequest, Sample
 
-    monkeypatch.setenv("HF_HOME", str(tiny_imagereward["hf_home"]))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    tiny_imagereward = tiny_hub_cache
     rng = np.random.default_rng(0)
     pictures = [np.kron(rng.integers(0, 255, (8, 8, 3)), np.ones((8, 8, 1))).astype(np.uint8) for _ in range(3)]
     prompts = ["a photo of a red circle", "a cat on a horse", "a city at night"]
@@ -111,12 +122,12 @@ def test_scores_equal_the_packages_own(tiny_imagereward, tmp_path, monkeypatch):
     assert "image_reward-1.5" in result.notes[0] and "transformers-4.46.3" in result.notes[0]  # what scored them
 
 
-def test_a_checkpoint_missing_weights_is_refused_before_generating(tiny_imagereward, tmp_path, monkeypatch):
+def test_a_checkpoint_missing_weights_is_refused_before_generating(tiny_hub_cache, tmp_path):
     import torch
 
     from harness.errors import UsageError
 
-    monkeypatch.setenv("HF_HOME", str(tiny_imagereward["hf_home"]))
+    tiny_imagereward = tiny_hub_cache
     state = torch.load(tiny_imagereward["checkpoint"], weights_only=True)
     partial = tmp_path / "partial.pt"
     torch.save({k: v for k, v in state.items() if not k.startswith("mlp.")}, partial)
@@ -125,8 +136,8 @@ def test_a_checkpoint_missing_weights_is_refused_before_generating(tiny_imagerew
         suite.prepare()
 
 
-def test_runs_end_to_end_on_the_tiny_model(dirs, tiny_imagereward, monkeypatch):
-    monkeypatch.setenv("HF_HOME", str(tiny_imagereward["hf_home"]))
+def test_runs_end_to_end_on_the_tiny_model(dirs, tiny_hub_cache):
+    tiny_imagereward = tiny_hub_cache
     result = invoke(*run_args(dirs, "--method", "depth-last", "--suite", "imagereward", "--limit", "4",
                               "--set", f"imagereward.checkpoint={tiny_imagereward['checkpoint']}",
                               "--set", f"imagereward.med_config={tiny_imagereward['med_config']}"))
