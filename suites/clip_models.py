@@ -4,12 +4,61 @@ generated when neither has it."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from harness.errors import UsageError
+from harness.generation import ImageRequest, Sample, check_samples_per_prompt
+from suites.base import ImageSuite, Scores, prompt_file_requests
+
+
+class ClipPromptSuite(ImageSuite):
+    """What clipscore and pickscore share: a prompt file's requests, one CLIP loaded before generation, and each
+    image's cosine with its prompt; a subclass names its CLIP (`clip_sources`) and turns cosines into its score
+    (`from_cosines`)."""
+
+    @dataclass(frozen=True)
+    class Params:
+        model: str = ""  # a transformers CLIP: repo id or local folder (each suite sets its default)
+        prompts: Path | None = None  # prompt file, one a line; default: the 16 bundled prompts
+        samples_per_prompt: int = 1
+        batch_size: int = 32
+
+        def __post_init__(self) -> None:
+            check_samples_per_prompt(self.samples_per_prompt)
+
+    def __init__(self, params: Any = None, context: Any = None) -> None:
+        super().__init__(params, context)
+        self._clip: tuple[Any, Any] | None = None
+
+    def clip_sources(self) -> tuple[str | None, str | None]:
+        """The processor's repo id or folder and its parameter name, when it is not the model's."""
+        return None, None
+
+    def from_cosines(self, model: Any, cosines: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def requests(self, limit: int | None) -> list[ImageRequest]:
+        return prompt_file_requests(self.params.prompts, limit, self.params.samples_per_prompt)
+
+    def prepare(self) -> None:
+        if self._clip is None:
+            self._clip = load_clip(self.name, self.params.model, "model", *self.clip_sources())
+
+    def score(self, samples: list[Sample], references: list[Sample] | None) -> Scores:
+        self.prepare()
+        assert self._clip is not None
+        model, processor = self._clip
+        images = image_embeddings(model, processor, [s.image for s in samples], self.params.batch_size)
+        texts = text_embeddings(model, processor, [s.request.prompt for s in samples])
+        scores = self.from_cosines(model, (images * texts).sum(-1))
+        return Scores([{self.name: float(v)} for v in scores], [f"{self.name}: {self.describe()}"])
 
 
 def load_clip(suite: str, model: str, setting: str, processor: str | None = None,
