@@ -150,6 +150,33 @@ def test_held_out_splits_are_disjoint_and_the_training_sampler_never_draws_a_ben
     assert len(drawn) == sum(len(prompts_of(held_out, t, "train")) for t in world.TAGS)
 
 
+def test_training_shows_every_value_of_a_factor_with_two_values_of_each_other_factor() -> None:
+    """Every word in training is not enough: the first split trained triangles only as "two triangles", with
+    "three" and "four triangles" both held out. Each shape is trained with at least two counts, two colours and two
+    relations (as subject and as reference), and each count, colour and relation with at least two shapes."""
+    held_out = world.SHAPES_V2
+    pairings: dict[tuple[str, str], dict[str, set]] = {}
+
+    def meet(kind_a: str, a, kind_b: str, b) -> None:
+        pairings.setdefault((kind_a, kind_b), {}).setdefault(a, set()).add(b)
+        pairings.setdefault((kind_b, kind_a), {}).setdefault(b, set()).add(a)
+
+    for tag in held_out.held_out_tags():
+        for args in held_out.prompt_args(tag, "train"):
+            meta = world.make_metadata(tag, *args)
+            for i, clause in enumerate(meta["include"]):
+                shape = clause["class"]
+                if tag == "counting":
+                    meet(f"{tag} shape", shape, "count", clause["count"])
+                if "color" in clause:
+                    meet(f"{tag} shape {i}", shape, f"{tag} colour {i}", clause["color"])
+                if tag == "position":
+                    meet(f"position shape {i}", shape, "relation", meta["include"][1]["position"][0])
+    assert len(pairings) == 12
+    for (kind, other), met in pairings.items():
+        assert all(len(values) >= 2 for values in met.values()), (kind, other, met)
+
+
 def test_a_held_out_combination_takes_its_same_scene_twins_along() -> None:
     """'a circle left of a square' is 'a square right of a circle': both sit in one split, so training never shows
     a benchmark scene under its other caption."""

@@ -260,6 +260,37 @@ def _leaves(value: Any) -> set[Any]:
     return set().union(*map(_leaves, value)) if isinstance(value, tuple) else {value}
 
 
+def _slots(args: PromptArgs) -> tuple[Any, ...]:
+    """The prompt's factor values in argument order: shapes, then colours, then the count and the relation."""
+    return tuple(v for a in args for v in (a if isinstance(a, tuple) else (a,)))
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, int):
+        return "count"
+    return "colour" if value in PALETTE else "relation" if value in RELATIONS else "shape"
+
+
+def _every_value_meets_two(train: list[PromptArgs], every: tuple[PromptArgs, ...]) -> bool:
+    """Each value of each varying factor (argument slot) occurs in `train` with at least two values of each other
+    varying factor of another kind: every shape with two counts, two colours and two relations, every colour,
+    count and relation with two shapes. Slots of one kind (the two shapes of a pair) are exempt: four shapes
+    cannot each meet two others in the three pairs that training keeps."""
+    columns = list(zip(*map(_slots, every), strict=True))
+    varying = [i for i, column in enumerate(columns) if len(set(column)) > 1]
+    rows = [_slots(a) for a in train]
+    for i in varying:
+        for j in varying:
+            if _kind(columns[i][0]) == _kind(columns[j][0]):
+                continue
+            met: dict[Any, set[Any]] = {}
+            for row in rows:
+                met.setdefault(row[i], set()).add(row[j])
+            if any(len(values) < 2 for values in met.values()):
+                return False
+    return True
+
+
 @cache
 def _split_of(world: World, tag: str) -> dict[PromptArgs, str]:
     """Each prompt's split. Combinations are shuffled by the world's seed until the train split still holds every
@@ -275,10 +306,11 @@ def _split_of(world: World, tag: str) -> dict[PromptArgs, str]:
     for _ in range(1000):
         rng.shuffle(combinations)
         train = combinations[n_test + n_validation:]
-        if _leaves(tuple(a for c in train for a in c)) == words:
+        trained = [a for c in train for a in c]
+        if _leaves(tuple(trained)) == words and _every_value_meets_two(trained, every):
             break
     else:  # pragma: no cover - a grammar this small always has such a split
-        raise ValueError(f"no split of {tag} keeps every word in training")
+        raise ValueError(f"no split of {tag} keeps every word, each with two of every other factor, in training")
     splits = ["test"] * n_test + ["validation"] * n_validation + ["train"] * len(train)
     return {args: split for combination, split in zip(combinations, splits, strict=True) for args in combination}
 
