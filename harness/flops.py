@@ -1,7 +1,7 @@
 """FLOPs of whatever runs inside `count_flops`, counted from the modules (works on the meta device too): 2 * in * out
 per token for every Linear, the convolution's multiply-adds, and 4 * Lq * Lk * head_dim per head for every attention
-(QK^T and AV). `transformer_flops` counts one denoising step (doubled when classifier-free guidance runs the batch
-twice).
+(QK^T and AV). `transformer_flops` counts one denoising step (doubled by classifier-free guidance, whether it
+doubles the batch or runs a second forward).
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ def count_flops() -> Iterator[dict[str, int]]:
 
 
 def transformer_flops(transformer: Any, spec: Any, sampling: Any, text_tokens: int) -> dict[str, int]:
-    """FLOPs of one denoising step (one forward, or two with CFG) at the sampling resolution."""
+    """FLOPs of one denoising step at the sampling resolution: one forward on the family's forward batch (twice the
+    images where CFG doubles it), times its forwards per step (2 where CFG is a second forward)."""
     import torch
 
     from harness.models.families import family_of
@@ -59,7 +60,9 @@ def transformer_flops(transformer: Any, spec: Any, sampling: Any, text_tokens: i
                                        next(transformer.parameters()).dtype)
     with count_flops() as counts, torch.no_grad():
         transformer(**inputs)
-    return {**counts, "total": sum(counts.values()), "batch": batch}
+    forwards = family.forwards_per_step(sampling)
+    counts = {kind: flops * forwards for kind, flops in counts.items()}
+    return {**counts, "total": sum(counts.values()), "batch": batch, "forwards": forwards}
 
 
 OVERHEAD_FRACTION = 0.3  # below this fraction of its roofline a forward is bound by launches and Python, not the chip

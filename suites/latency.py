@@ -138,7 +138,8 @@ class LatencySuite(MeasurementSuite):
             notes = [f"batch {batch}, {sampling.height}x{sampling.width}, {sampling.num_inference_steps} steps, "
                      f"guidance {sampling.guidance_scale}, {str(model.dtype).removeprefix('torch.')} on "
                      f"{model.device}; clock: {'CUDA events' if clock.cuda else 'perf_counter'}; transformer forward "
-                     f"batch {forward_batch}, {embeds.shape[1]} text tokens"]
+                     f"batch {forward_batch}, {embeds.shape[1]} text tokens, "
+                     f"{family.forwards_per_step(sampling)} forward(s) per step"]
             if params.speed_of_light:
                 notes.append(self._speed_of_light(model, inputs, metrics["transformer_forward"].value, metrics,
                                                   records))

@@ -67,7 +67,8 @@ def format_estimate(report: dict[str, Any]) -> str:
     flops = report["transformer_flops_per_step"]
     ratio = flops["after"]["total"] / flops["before"]["total"]
     lines.append(f"transformer FLOPs per denoising step: {flops['before']['total'] / 1e12:.2f} T -> "
-                 f"{flops['after']['total'] / 1e12:.2f} T ({ratio:.1%}); batch {flops['before']['batch']}, "
-                 f"{report['sampling']['height']}x{report['sampling']['width']}, {report['text_tokens']} text tokens")
+                 f"{flops['after']['total'] / 1e12:.2f} T ({ratio:.1%}); batch {flops['before']['batch']} x "
+                 f"{flops['before']['forwards']} forward(s), {report['sampling']['height']}x"
+                 f"{report['sampling']['width']}, {report['text_tokens']} text tokens")
     lines += [f"{step['name']}: {json.dumps(step['structure'])}" for step in report["chain"]]
     return "\n".join(lines)

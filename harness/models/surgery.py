@@ -3,14 +3,8 @@
 `remove_blocks` deletes blocks and updates the config, so the result round-trips through `save_pretrained` /
 `from_pretrained` with no missing or unexpected keys. `skip` swaps a whole block or one of its sub-components
 (named as in `topology`) for a stand-in and puts the originals back on exit, with no reload of the pipeline: this is
-what contribution analysis ablates. The stand-ins follow HierarchicalPrune's release:
-- whole block: both token streams pass through unchanged;
-- an AdaLN modulation (`w_norm1`, `w_norm1_context`, `w_norm`): the parameter-free LayerNorm stays, shifts and
-  scales become 0 and gates 1;
-- `attn` (and `attn2` where present): returns its input, the normalised tokens, not zero;
-- `ff`, `ff_context`: return their input;
-- `proj_mlp_out` (FLUX single blocks): the MLP branch outputs zeros, so `proj_out` carries attention alone.
-Parameter-free modules of a component (SD3's `norm2` LayerNorms) are left in place.
+what contribution analysis ablates. The stand-ins are `harness.models.stand_ins`' (or the family's own,
+`Family.stand_in`). Parameter-free modules of a component (SD3's `norm2` LayerNorms) are left in place.
 """
 
 from __future__ import annotations
@@ -18,20 +12,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
 
-import torch
-from diffusers.models.attention import AttentionModuleMixin
-from diffusers.models.attention_processor import Attention
-from diffusers.models.normalization import (
-    AdaLayerNormContinuous,
-    AdaLayerNormZero,
-    AdaLayerNormZeroSingle,
-    SD35AdaLayerNormZeroX,
-)
 from torch import nn
 
 from harness.models.families import family_of_transformer
+from harness.models.stand_ins import PassThroughBlock, StandIn, default_stand_in
 from harness.models.topology import BlockInfo, block_topology, component_modules
 
 
@@ -60,92 +45,13 @@ class Ablation:
 _KEPT_WHEN_SKIPPED: dict[str, tuple[str, ...]] = {"proj_mlp_out": ("proj_out",)}
 
 
-class _StandIn(nn.Module):
-    """Base of the modules `skip` swaps in (so a second skip of the same module is caught)."""
-
-
-class _Identity(_StandIn):
-    """A feed-forward that returns its input."""
-
-    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        return x
-
-
-class _PassThroughBlock(_StandIn):
-    """A skipped block: returns (encoder_hidden_states, hidden_states) unchanged, as every block's caller expects."""
-
-    def __init__(self, context_pre_only: bool) -> None:
-        super().__init__()
-        self.context_pre_only = context_pre_only  # read by SD3's controlnet branch
-
-    def forward(self, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
-                *args: Any, **kwargs: Any) -> tuple[torch.Tensor | None, torch.Tensor]:
-        return encoder_hidden_states, hidden_states
-
-
-class _FixedModulation(_StandIn):
-    """An AdaLN layer without its modulation: the parameter-free LayerNorm, shift and scale 0, gates 1."""
-
-    def __init__(self, original: nn.Module) -> None:
-        super().__init__()
-        self.norm = original.norm
-        if isinstance(original, SD35AdaLayerNormZeroX):
-            self.layout = "zero-x"
-        elif isinstance(original, AdaLayerNormZeroSingle):
-            self.layout = "single"
-        elif isinstance(original, AdaLayerNormZero):
-            self.layout = "zero"
-        else:
-            self.layout = "continuous"
-
-    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-        normed = self.norm(x)
-        if self.layout == "continuous":
-            return normed
-        ones = x.new_ones(x.shape[0], x.shape[-1])
-        zeros = x.new_zeros(x.shape[0], x.shape[-1])
-        if self.layout == "single":
-            return normed, ones
-        if self.layout == "zero":
-            return normed, ones, zeros, zeros, ones
-        return normed, ones, zeros, zeros, ones, normed, ones
-
-
-class _PassThroughAttention(_StandIn):
-    """Attention that returns its input tokens (image stream, and the text stream when one is given)."""
-
-    def forward(self, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
-                **kwargs: Any) -> Any:
-        return hidden_states if encoder_hidden_states is None else (hidden_states, encoder_hidden_states)
-
-
-class _Zeros(_StandIn):
-    """A Linear layer's output replaced by zeros of the same shape (GELU(0) = 0, so the branch contributes nothing)."""
-
-    def __init__(self, out_features: int) -> None:
-        super().__init__()
-        self.out_features = out_features
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.new_zeros(*x.shape[:-1], self.out_features)
-
-
-def _stand_in(module: nn.Module) -> nn.Module:
-    if isinstance(module, (AdaLayerNormZero, SD35AdaLayerNormZeroX, AdaLayerNormZeroSingle, AdaLayerNormContinuous)):
-        return _FixedModulation(module)
-    if isinstance(module, (Attention, AttentionModuleMixin)):  # SD3's Attention, FluxAttention
-        return _PassThroughAttention()
-    if isinstance(module, nn.Linear) or hasattr(module, "out_features"):  # proj_mlp, also when quantised
-        return _Zeros(module.out_features)
-    return _Identity()  # FeedForward
-
-
 class Skip:
     """Reversible in-place skips; a context manager. `restore()` puts every original module back."""
 
     def __init__(self, transformer: nn.Module, ablations: Iterable[Ablation]) -> None:
         self.transformer = transformer
         self._originals: list[tuple[str, nn.Module]] = []
+        family = family_of_transformer(transformer)
         blocks = block_topology(transformer)
         try:
             for ablation in ablations:
@@ -155,20 +61,20 @@ class Skip:
                 block = blocks[ablation.block]
                 if ablation.component is None:
                     original = transformer.get_submodule(block.path)
-                    self._swap(block.path, _PassThroughBlock(bool(getattr(original, "context_pre_only", False))))
+                    self._swap(block.path, PassThroughBlock(bool(getattr(original, "context_pre_only", False))))
                     continue
                 for path, module in component_modules(transformer, block, ablation.component).items():
                     self._check_not_skipped(path)
                     if path.rsplit(".", 1)[1] in _KEPT_WHEN_SKIPPED.get(ablation.component, ()):
                         continue
                     if any(True for _ in module.parameters()):  # parameter-free LayerNorms stay
-                        self._swap(path, _stand_in(module))
+                        self._swap(path, family.stand_in(ablation.component, module) or default_stand_in(module))
         except Exception:
             self.restore()
             raise
 
     def _check_not_skipped(self, path: str) -> None:
-        if isinstance(self.transformer.get_submodule(path), _StandIn):
+        if isinstance(self.transformer.get_submodule(path), StandIn):
             raise ValueError(f"'{path}' is already skipped")
 
     def _swap(self, path: str, replacement: nn.Module) -> None:

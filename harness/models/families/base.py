@@ -97,8 +97,13 @@ class Family(abc.ABC):
         """Whether the pipeline runs each transformer forward on twice the batch (classifier-free guidance)."""
 
     def forward_batch_size(self, sampling: SamplingSettings, batch_size: int) -> int:
-        """The transformer's batch in one denoising step of a pipeline call on `batch_size` images."""
+        """The transformer's batch in one forward of a pipeline call on `batch_size` images."""
         return batch_size * (2 if self.doubles_batch(sampling) else 1)
+
+    def forwards_per_step(self, sampling: SamplingSettings) -> int:
+        """How many transformer forwards one denoising step makes: 2 where the pipeline runs classifier-free
+        guidance as a conditional and an unconditional forward (Qwen-Image, Chroma), else 1."""
+        return 1
 
     def call_kwargs(self, settings: SamplingSettings, batch_size: int) -> dict[str, Any]:
         """Keyword arguments of a pipeline call on `batch_size` prompts (besides prompt, latents or generator and
@@ -171,6 +176,12 @@ class Family(abc.ABC):
 
     def unremovable_reason(self, kind: str) -> str | None:
         """Why blocks of `kind` cannot be deleted (completing "block N is ..."), or None when they can."""
+        return None
+
+    def stand_in(self, component: str, module: torch.nn.Module) -> torch.nn.Module | None:
+        """What replaces `module`, one of the modules of sub-component `component`, when it is skipped or removed:
+        a `harness.models.stand_ins.StandIn`; None where the default stand-in (`default_stand_in`: diffusers' AdaLN
+        and attention layers, Linear layers, else a feed-forward's identity) is right."""
         return None
 
     @abc.abstractmethod
