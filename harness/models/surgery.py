@@ -16,7 +16,7 @@ from types import TracebackType
 from torch import nn
 
 from harness.models.families import family_of_transformer
-from harness.models.stand_ins import PassThroughBlock, StandIn, default_stand_in
+from harness.models.stand_ins import StandIn, default_stand_in
 from harness.models.topology import BlockInfo, block_topology, component_modules
 
 
@@ -60,8 +60,7 @@ class Skip:
                                      f"blocks (0-{len(blocks) - 1})")
                 block = blocks[ablation.block]
                 if ablation.component is None:
-                    original = transformer.get_submodule(block.path)
-                    self._swap(block.path, PassThroughBlock(bool(getattr(original, "context_pre_only", False))))
+                    self._swap(block.path, family.block_stand_in(transformer.get_submodule(block.path)))
                     continue
                 for path, module in component_modules(transformer, block, ablation.component).items():
                     self._check_not_skipped(path)

@@ -130,9 +130,10 @@ class Family(abc.ABC):
 
     @abc.abstractmethod
     def encode_prompts(self, pipeline: Any, prompts: list[str], max_sequence_length: int | None,
-                       device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
-        """(token embeddings [B, tokens, width], pooled embedding [B, width]) of the prompts as the pipeline feeds
-        its transformer, without classifier-free guidance; None length: `default_max_sequence_length`."""
+                       device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(token embeddings [B, tokens, width], pooled embedding [B, width] or None where the family has none) of
+        the prompts as the pipeline feeds its transformer, without classifier-free guidance; None length:
+        `default_max_sequence_length`."""
 
     @abc.abstractmethod
     def text_tokens(self, sampling: SamplingSettings, components: dict[str, Any]) -> int:
@@ -177,6 +178,14 @@ class Family(abc.ABC):
     def unremovable_reason(self, kind: str) -> str | None:
         """Why blocks of `kind` cannot be deleted (completing "block N is ..."), or None when they can."""
         return None
+
+    def block_stand_in(self, block: torch.nn.Module) -> torch.nn.Module:
+        """What replaces a whole skipped block: a `harness.models.stand_ins.StandIn` that returns the block's
+        streams unchanged, in the form the transformer's loop expects of that block. Default: (encoder_hidden_states,
+        hidden_states), as diffusers' SD3 and FLUX.1 blocks return them."""
+        from harness.models.stand_ins import PassThroughBlock
+
+        return PassThroughBlock(bool(getattr(block, "context_pre_only", False)))
 
     def stand_in(self, component: str, module: torch.nn.Module) -> torch.nn.Module | None:
         """What replaces `module`, one of the modules of sub-component `component`, when it is skipped or removed:

@@ -1,4 +1,5 @@
-"""Tiny random-weight SD3, SD3.5 Medium and FLUX pipelines, built offline from config.
+"""Tiny random-weight pipelines built offline from config: SD3, SD3.5 Medium and FLUX here, the shared text
+encoders, tokenizers and VAE builders too; one module per newer family beside this one (`tiny/<family>.py`).
 
 They exercise every code path of the real pipelines (two CLIP encoders, zero T5 embeddings or a real T5, CFG, the
 guidance embedder, VAE scaling and shift, block structure) in well under a second on a CPU, so tests and smoke runs
