@@ -161,7 +161,6 @@ def distill(model: Any, teacher: Any, removed: list[int], intensity: dict[int, f
     from tqdm.auto import tqdm
 
     from harness.models.topology import block_topology
-    from harness.models.vae import encode_images
     from harness.results import write_atomic
 
     pipe, student, family = model.pipeline, model.transformer, model.family
@@ -234,7 +233,7 @@ def distill(model: Any, teacher: Any, removed: list[int], intensity: dict[int, f
         while step < params.distill_steps:
             started = time.perf_counter()
             prompts, images = pairs.next(params.distill_batch_size)
-            x0 = family.training_latents(pipe, encode_images(pipe, images).to(model.dtype))
+            x0 = family.training_latents(pipe, images).to(model.dtype)
             u = torch.sigmoid(torch.randn(x0.shape[0]))  # logit-normal(0, 1)
             indices = (u * scheduler.config.num_train_timesteps).long().clamp(max=len(scheduler.timesteps) - 1)
             sigma = scheduler.sigmas[indices].to(model.device, model.dtype).view(-1, *[1] * (x0.dim() - 1))

@@ -1,5 +1,5 @@
-"""Images to and from the VAE's side: the same for every family (a family's transformer may repack the latents,
-`Family.training_latents`)."""
+"""Images to and from the VAE's side: what `Family.training_latents` does by default (families whose VAE or latents
+differ override it)."""
 
 from __future__ import annotations
 

@@ -152,10 +152,13 @@ class Family(abc.ABC):
 
     # -- training (distillation) -----------------------------------------------------------------------------------
 
-    @abc.abstractmethod
-    def training_latents(self, pipeline: Any, latents: torch.Tensor) -> torch.Tensor:
-        """Clean VAE latents [B, C, H, W] (`harness.models.vae.encode_images`) in the form the transformer takes
-        as hidden_states; noise is added in that form."""
+    def training_latents(self, pipeline: Any, images: Any) -> torch.Tensor:
+        """The clean latents of uint8 images [B, H, W, 3] (numpy) in the form the transformer takes as
+        hidden_states; noise is added in that form. Default: the VAE's posterior sample, shifted and scaled by its
+        config (`harness.models.vae.encode_images`), unpacked [B, C, H, W]."""
+        from harness.models.vae import encode_images
+
+        return encode_images(pipeline, images)
 
     @abc.abstractmethod
     def training_inputs(self, pipeline: Any, x_t: torch.Tensor, sigma: torch.Tensor, image_size: tuple[int, int],

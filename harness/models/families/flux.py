@@ -78,7 +78,8 @@ class FluxFamily(Family):
             inputs["guidance"] = torch.full((batch_size,), 3.5, device=device, dtype=dtype)
         return inputs
 
-    def training_latents(self, pipeline: Any, latents: torch.Tensor) -> torch.Tensor:
+    def training_latents(self, pipeline: Any, images: Any) -> torch.Tensor:
+        latents = super().training_latents(pipeline, images)
         b, c, h, w = latents.shape
         return pipeline._pack_latents(latents, b, c, h, w)  # 2x2 latent patches per token
 

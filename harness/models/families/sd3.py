@@ -82,9 +82,6 @@ class SD3Family(Family):
             "timestep": torch.full((batch_size,), 500.0, device=device, dtype=dtype),
         }
 
-    def training_latents(self, pipeline: Any, latents: torch.Tensor) -> torch.Tensor:
-        return latents  # the transformer patchifies them itself
-
     def training_inputs(self, pipeline: Any, x_t: torch.Tensor, sigma: torch.Tensor, image_size: tuple[int, int],
                         prompts: list[str], sampling: SamplingSettings, device: torch.device,
                         dtype: torch.dtype) -> dict[str, Any]:
