@@ -1,4 +1,6 @@
-"""The built-in models: the five released SD3.5 / FLUX.1 checkpoints and three tiny random-weight stand-ins.
+"""The built-in models: the five released SD3.5 / FLUX.1 checkpoints, three tiny random-weight stand-ins and the
+reference model here; Qwen-Image, FLUX.2, Z-Image and Chroma (each released model with its tiny twin) in a module
+of their own beside this one.
 
 Sampling settings of the real models are those used for every evaluation of HierarchicalPrune (1024x1024, bf16,
 empty negative prompt for SD3, none for FLUX). Transformer configs are copied from each repo's
@@ -10,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness.models.presets import chroma, flux2, qwenimage, zimage
+from harness.models.presets.common import CLIP_G, CLIP_L, T5_XXL, TINY_NOTE, autoencoder_kl, tiny_sampling
 from harness.models.reference import TEXT_TOKENS_T5, TRAINING_LR, build_untrained_pipeline
 from harness.models.reference import TRANSFORMER_CONFIG as REFERENCE_TRANSFORMER
 from harness.models.reference import WEIGHTS_DIR as REFERENCE_WEIGHTS
@@ -71,33 +75,16 @@ def _flux_transformer(guidance_embeds: bool) -> dict[str, Any]:
     }
 
 
-# Text encoders and VAE of the real models, for weight-free estimates (`harness estimate`): class and config as in
-# each repo's <component>/config.json (only what decides the parameter count and dtype-independent layout).
-_CLIP_L = {"vocab_size": 49408, "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
-           "num_attention_heads": 12, "max_position_embeddings": 77, "projection_dim": 768, "hidden_act": "quick_gelu"}
-_CLIP_G = {"vocab_size": 49408, "hidden_size": 1280, "intermediate_size": 5120, "num_hidden_layers": 32,
-           "num_attention_heads": 20, "max_position_embeddings": 77, "projection_dim": 1280, "hidden_act": "gelu"}
-_T5_XXL = {"vocab_size": 32128, "d_model": 4096, "d_kv": 64, "d_ff": 10240, "num_layers": 24, "num_heads": 64,
-           "feed_forward_proj": "gated-gelu", "relative_attention_num_buckets": 32}
-
-
-def _vae(scaling_factor: float, shift_factor: float) -> dict[str, Any]:
-    return {"in_channels": 3, "out_channels": 3, "down_block_types": ("DownEncoderBlock2D",) * 4,
-            "up_block_types": ("UpDecoderBlock2D",) * 4, "block_out_channels": (128, 256, 512, 512),
-            "layers_per_block": 2, "latent_channels": 16, "norm_num_groups": 32, "use_quant_conv": False,
-            "use_post_quant_conv": False, "scaling_factor": scaling_factor, "shift_factor": shift_factor}
-
-
 _SD35_COMPONENTS: dict[str, tuple[str, dict[str, Any]]] = {
-    "text_encoder": ("transformers:CLIPTextModelWithProjection", _CLIP_L),
-    "text_encoder_2": ("transformers:CLIPTextModelWithProjection", _CLIP_G),
-    "text_encoder_3": ("transformers:T5EncoderModel", _T5_XXL),
-    "vae": ("diffusers:AutoencoderKL", _vae(1.5305, 0.0609)),
+    "text_encoder": ("transformers:CLIPTextModelWithProjection", CLIP_L),
+    "text_encoder_2": ("transformers:CLIPTextModelWithProjection", CLIP_G),
+    "text_encoder_3": ("transformers:T5EncoderModel", T5_XXL),
+    "vae": ("diffusers:AutoencoderKL", autoencoder_kl(1.5305, 0.0609)),
 }
 _FLUX_COMPONENTS: dict[str, tuple[str, dict[str, Any]]] = {
-    "text_encoder": ("transformers:CLIPTextModel", _CLIP_L),
-    "text_encoder_2": ("transformers:T5EncoderModel", _T5_XXL),
-    "vae": ("diffusers:AutoencoderKL", _vae(0.3611, 0.1159)),
+    "text_encoder": ("transformers:CLIPTextModel", CLIP_L),
+    "text_encoder_2": ("transformers:T5EncoderModel", T5_XXL),
+    "vae": ("diffusers:AutoencoderKL", autoencoder_kl(0.3611, 0.1159)),
 }
 
 
@@ -109,19 +96,6 @@ _FLUX_DEV_SCHEDULER = ("diffusers:FlowMatchEulerDiscreteScheduler",
 _FLUX_SCHNELL_SCHEDULER = ("diffusers:FlowMatchEulerDiscreteScheduler",
                            {"num_train_timesteps": 1000, "shift": 1.0, "use_dynamic_shifting": False})
 
-
-def _tiny_sampling(guidance_scale: float, negative_prompt: str | None) -> SamplingSettings:
-    return SamplingSettings(
-        num_inference_steps=4,
-        guidance_scale=guidance_scale,
-        height=64,
-        width=64,
-        max_sequence_length=16,
-        negative_prompt=negative_prompt,
-    )
-
-
-_TINY_NOTE = "random weights, built from config in code; for tests and smoke runs, images are noise"
 
 _SPECS = (
     ModelSpec(
@@ -182,9 +156,9 @@ _SPECS = (
     ),
     ModelSpec(
         name="tiny-sd3",
-        description=f"tiny SD3.5-Large-like pipeline (4 joint blocks, hidden 32): {_TINY_NOTE}",
+        description=f"tiny SD3.5-Large-like pipeline (4 joint blocks, hidden 32): {TINY_NOTE}",
         family="sd3",
-        sampling=_tiny_sampling(guidance_scale=4.0, negative_prompt=""),
+        sampling=tiny_sampling(guidance_scale=4.0, negative_prompt=""),
         transformer_config=TINY_SD3_TRANSFORMER,
         dtype="float32",
         build=build_tiny_sd3,
@@ -193,9 +167,9 @@ _SPECS = (
     ),
     ModelSpec(
         name="tiny-sd3.5-medium",
-        description=f"tiny SD3.5-Medium-like pipeline (4 blocks, 2 dual-attention, hidden 32): {_TINY_NOTE}",
+        description=f"tiny SD3.5-Medium-like pipeline (4 blocks, 2 dual-attention, hidden 32): {TINY_NOTE}",
         family="sd3",
-        sampling=_tiny_sampling(guidance_scale=4.0, negative_prompt=""),
+        sampling=tiny_sampling(guidance_scale=4.0, negative_prompt=""),
         transformer_config=TINY_SD35_MEDIUM_TRANSFORMER,
         dtype="float32",
         build=build_tiny_sd35_medium,
@@ -204,9 +178,9 @@ _SPECS = (
     ),
     ModelSpec(
         name="tiny-flux",
-        description=f"tiny FLUX.1-dev-like pipeline (2 double + 2 single blocks, hidden 32): {_TINY_NOTE}",
+        description=f"tiny FLUX.1-dev-like pipeline (2 double + 2 single blocks, hidden 32): {TINY_NOTE}",
         family="flux",
-        sampling=_tiny_sampling(guidance_scale=3.5, negative_prompt=None),
+        sampling=tiny_sampling(guidance_scale=3.5, negative_prompt=None),
         transformer_config=TINY_FLUX_TRANSFORMER,
         dtype="float32",
         build=build_tiny_flux,
@@ -233,4 +207,7 @@ _SPECS = (
     ),
 )
 
-PRESETS: dict[str, ModelSpec] = {spec.name: spec for spec in _SPECS}
+# the newer families' presets, one module each (the released model and its tiny twin)
+_FAMILY_SPECS = (*chroma.SPECS, *flux2.SPECS, *qwenimage.SPECS, *zimage.SPECS)
+
+PRESETS: dict[str, ModelSpec] = {spec.name: spec for spec in (*_SPECS, *_FAMILY_SPECS)}
