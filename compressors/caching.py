@@ -91,9 +91,11 @@ class TaylorSeer(StepCache):
         from diffusers.hooks import TaylorSeerCacheConfig, apply_taylorseer_cache
 
         # the Taylor factors in float32: diffusers' bfloat16 default would round a float32 model's features
+        identifiers = model.family.taylorseer_identifiers
         apply_taylorseer_cache(blocks, TaylorSeerCacheConfig(
             cache_interval=self.params.cache_interval, disable_cache_before_step=self.params.warmup_steps,
-            max_order=self.params.max_order, taylor_factors_dtype=torch.float32))
+            max_order=self.params.max_order, taylor_factors_dtype=torch.float32,
+            cache_identifiers=list(identifiers) if identifiers else None))
 
 
 class PyramidAttentionBroadcast(StepCache):

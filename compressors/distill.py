@@ -128,14 +128,15 @@ def _teacher_images(model: Any, teacher: Any, prompts: list[str], context: Any) 
 
 
 def _block_outputs(transformer: Any) -> tuple[dict[int, Any], list[Any]]:
-    """Forward hooks that record each block's (text, image) output by execution index; returns (store, handles)."""
+    """Forward hooks that record each block's outputs (its streams, as a tuple) by execution index; returns (store,
+    handles)."""
     from harness.models.topology import block_topology
 
     store: dict[int, Any] = {}
     handles = []
     for block in block_topology(transformer):
         def hook(_module: Any, _inputs: Any, output: Any, index: int = block.index) -> None:
-            store[index] = output
+            store[index] = output if isinstance(output, tuple) else (output,)  # single-stream blocks: one tensor
         handles.append(transformer.get_submodule(block.path).register_forward_hook(hook))
     return store, handles
 
@@ -243,8 +244,8 @@ def distill(model: Any, teacher: Any, removed: list[int], intensity: dict[int, f
                 inputs = family.training_inputs(pipe, x_t, sigma.flatten(), images.shape[1:3], prompts,
                                                 model.spec.sampling, model.device, model.dtype)
             with torch.no_grad():
-                v_teacher = teacher(**inputs)[0]
-            v_student = wrapped(**inputs)[0]
+                v_teacher = family.velocity(teacher(**inputs))
+            v_student = family.velocity(wrapped(**inputs))
             loss_out = F.mse_loss(v_student.float(), v_teacher.float())
             loss_feat = torch.zeros((), device=model.device)
             for j in train_blocks:

@@ -4,10 +4,11 @@ Step caches (diffusers' First-Block Cache, TaylorSeer, Pyramid Attention Broadca
 denoising steps and read their state under a named cache context. Some pipelines set that context around each
 transformer call (FLUX's); others set none (SD3's: its transformer is no `CacheMixin`). So every pipeline call of the
 harness runs inside `denoising_scope`: the hooks' state is emptied before and after it (a cache never carries from
-one image batch, prompt or suite into the next) and a context is set for pipelines that set none; a pipeline's own
-context, set per call, takes precedence. With `count=True` it also counts what the transformer computed: each
-Linear layer of its blocks that ran (not in a compiled transformer, where hooks would force recompilation). A
-transformer call in which fewer block layers ran than in the batch's fullest call (the first: a cache always
+one image batch, prompt or suite into the next) and each transformer call's context is named: "cond", or "uncond"
+for a step's second forward (classifier-free guidance as two calls), as the pipelines that name theirs do. With
+`count=True` it also counts what the transformer computed: each Linear layer of its blocks that ran (not in a
+compiled transformer, where hooks would force recompilation). A transformer call in which fewer block layers ran
+than in the batch's fullest call (the first: a cache always
 computes it) reused cached outputs for part or all of its blocks.
 """
 
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 CONTEXT_NAME = "cond"  # the name FLUX's pipeline gives its conditional calls; SD3 runs CFG in one doubled batch
+UNCONDITIONAL_CONTEXT = "uncond"  # Qwen-Image's name for its second, unconditional forward of a step
 
 
 @dataclass
@@ -82,6 +84,27 @@ def _block_linears(transformer: Any) -> list[Any]:
             if isinstance(layer, torch.nn.Linear)]
 
 
+def _context_namer(transformer: Any) -> Any:
+    """A forward pre-hook naming each transformer call's cache context as the pipelines that name theirs do: a call
+    at the timestep of the call before it is the same step's unconditional forward ("uncond"), any other "cond".
+    Pipelines that run CFG as a second forward without naming it (Chroma's) would otherwise mix the prompt's and
+    the negative prompt's cached outputs; for those that name their calls (FLUX, Qwen-Image) it gives the same
+    names."""
+    import torch
+    from diffusers.hooks.hooks import CacheContext, _set_cache_context
+
+    previous: list[Any] = [None]
+
+    def name_the_call(_module: Any, _args: Any, kwargs: dict[str, Any]) -> None:
+        timestep = kwargs.get("timestep")
+        repeat = (isinstance(timestep, torch.Tensor) and isinstance(previous[0], torch.Tensor)
+                  and timestep.shape == previous[0].shape and torch.equal(timestep, previous[0]))
+        previous[0] = None if repeat else timestep
+        _set_cache_context(transformer, CacheContext(UNCONDITIONAL_CONTEXT if repeat else CONTEXT_NAME))
+
+    return name_the_call
+
+
 @contextlib.contextmanager
 def denoising_scope(transformer: Any, count: bool = False) -> Iterator[TransformerCalls]:
     """Run one pipeline call (or one bare transformer forward) inside this: step-cache state starts and ends empty;
@@ -110,6 +133,7 @@ def denoising_scope(transformer: Any, count: bool = False) -> Iterator[Transform
         from diffusers.models.cache_utils import CacheMixin
 
         CacheMixin._reset_stateful_cache(transformer)
+        handles.append(transformer.register_forward_pre_hook(_context_namer(transformer), with_kwargs=True))
         try:
             with CacheMixin.cache_context(transformer, CONTEXT_NAME):
                 yield calls

@@ -135,18 +135,12 @@ def _pipeline_from_configs(spec: Any) -> Any:
     """A preset's pipeline from its transformer, component and scheduler configs, with stand-in tokenizers."""
     from harness.models.architecture import component_from_config
     from harness.models.families import family_of
-    from harness.models.tiny import CLIP_ALL_MERGES, clip_tokenizer, t5_tokenizer
 
     family = family_of(spec.family)
     components: dict[str, Any] = {"transformer": family.transformer_class()(**spec.transformer_config)}
     for name, (path, config) in spec.component_configs.items():
         components[name] = component_from_config(path, config)
-        if name.startswith("text_encoder"):
-            tokenizer = "tokenizer" + name.removeprefix("text_encoder")
-            if "T5" in path:
-                components[tokenizer] = t5_tokenizer(max_length=spec.sampling.max_sequence_length or 512)
-            else:
-                components[tokenizer] = clip_tokenizer(config["max_position_embeddings"], CLIP_ALL_MERGES)
+    components.update(family.stand_in_tokenizers(spec))
     path, config = spec.scheduler
     components["scheduler"] = component_from_config(path, config)
     return family.pipeline_class()(**components)

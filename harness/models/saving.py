@@ -69,13 +69,13 @@ def save_compressed(model: Any, folder: Path, recipe: list[dict[str, Any]], cost
             "transformer_weight_bytes": weight_bytes(model.transformer),
         }
         own = [s["name"] for s in recipe if COMPRESSORS.get(s["name"]).stores_own_layers]
-        if own or removed_components(provenance):
+        reasons = ([f"the {', '.join(own)} layers are stored in their own format"] if own else []) + (
+            ["removed blocks and sub-components need stand-ins"]
+            if removed_components(provenance) or positional_removals(provenance) else [])
+        if reasons:
             provenance["loading"] = (
                 f"harness only (`harness run --model {folder}`, or harness.models.loading.load_model): "
-                f"{'the ' + ', '.join(own) + ' layers are stored in their own format' if own else ''}"
-                f"{' and ' if own and removed_components(provenance) else ''}"
-                f"{'removed sub-components need stand-ins' if removed_components(provenance) else ''}, which "
-                "diffusers' plain from_pretrained does not rebuild")
+                f"{' and '.join(reasons)}, which diffusers' plain from_pretrained does not rebuild")
         else:
             provenance["loading"] = "diffusers' plain from_pretrained loads it, or `harness run --model` this folder"
         (staging / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
@@ -88,6 +88,17 @@ def save_compressed(model: Any, folder: Path, recipe: list[dict[str, Any]], cost
     return folder
 
 
+def positional_removals(provenance: dict[str, Any]) -> list[list[int]]:
+    """Per recipe step, the blocks it removed from a family that keeps block positions (their stand-ins are put
+    back on load; other families' removals are in the saved config)."""
+    from harness.models.families import family_of
+
+    if not family_of(provenance["family"]).keeps_block_positions:
+        return []
+    return [step["cost"]["removed_blocks"] for step in provenance["costs"]
+            if step.get("cost", {}).get("removed_blocks")]
+
+
 def removed_components(provenance: dict[str, Any]) -> list[str]:
     """Sub-components a recipe removed for good (keys of the pruned transformer), from its steps' costs."""
     return [key for step in provenance["costs"] for key in step.get("cost", {}).get("removed_components", [])]
@@ -98,6 +109,7 @@ def load_compressed_transformer(folder: Path, family: str, device: str, dtype: A
     """The transformer of a saved compressed pipeline on `device`: removed sub-components replaced by their
     stand-ins again, layers with a compressor's own storage (quantised) restored by that compressor."""
     import torch
+    from accelerate import init_empty_weights
     from safetensors.torch import load_file
 
     from harness.models.families import family_of
@@ -107,12 +119,16 @@ def load_compressed_transformer(folder: Path, family: str, device: str, dtype: A
     state: dict[str, torch.Tensor] = {}
     for file in sorted(subfolder.glob("*.safetensors")):
         state.update(load_file(file))
-    with torch.device("meta"):
+    # parameters on meta, buffers real: non-persistent buffers (Chroma's modulation index table) are computed at
+    # construction and are in no weight file
+    with init_empty_weights(include_buffers=False):
         transformer = model_class.from_config(model_class.load_config(subfolder))
+    from harness.models.surgery import Ablation, remove_blocks, remove_components
+
+    for blocks in positional_removals(provenance):  # in recipe order, each in the indices of its time
+        remove_blocks(transformer, blocks)
     removed = removed_components(provenance)
     if removed:
-        from harness.models.surgery import Ablation, remove_components
-
         remove_components(transformer, [Ablation.parse(key) for key in removed])
     for step in provenance["recipe"]:  # in recipe order: each takes the stored tensors of the layers it built
         compressor_class = COMPRESSORS.get(step["name"])

@@ -96,6 +96,30 @@ class Zeros(StandIn):
         return x.new_zeros(*x.shape[:-1], self.out_features)
 
 
+
+class PassThroughStream(StandIn):
+    """A skipped block whose loop takes back one stream (single-stream blocks of Chroma, Z-Image): returns it."""
+
+    def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return hidden_states
+
+
+class ConstantModulation(StandIn):
+    """A modulation layer (SiLU + Linear) that a block chunks itself, without its modulation: each of
+    len(`chunks`) equal chunks of its `out_features` outputs holds that chunk's constant, e.g. (shift, scale,
+    gate) = (0, 0, 1) for a block computing x * (1 + scale) + shift and adding gate * output."""
+
+    def __init__(self, out_features: int, chunks: tuple[float, ...]) -> None:
+        super().__init__()
+        if out_features % len(chunks):
+            raise ValueError(f"{out_features} outputs do not split into {len(chunks)} chunks")
+        self.out_features, self.chunks = out_features, chunks
+
+    def forward(self, embedding: torch.Tensor) -> torch.Tensor:
+        width = self.out_features // len(self.chunks)
+        return torch.cat([embedding.new_full((*embedding.shape[:-1], width), value) for value in self.chunks], -1)
+
+
 def default_stand_in(module: nn.Module) -> nn.Module:
     """The stand-in for a sub-component's module, by what the module is (diffusers' AdaLN and attention layers,
     Linear layers, quantised ones too; anything else is taken for a feed-forward)."""

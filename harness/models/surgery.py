@@ -116,7 +116,8 @@ def removable_blocks(transformer: nn.Module) -> list[BlockInfo]:
 
 
 def remove_blocks(transformer: nn.Module, indices: Iterable[int]) -> list[BlockInfo]:
-    """Delete whole blocks (execution-order indices) and update the config; returns the removed blocks."""
+    """Delete whole blocks (execution-order indices) and update the config, or, where the family keeps block
+    positions, put weightless stand-ins in their places; returns the removed blocks."""
     family = family_of_transformer(transformer)
     blocks = block_topology(transformer)
     wanted = sorted(set(indices))
@@ -126,8 +127,14 @@ def remove_blocks(transformer: nn.Module, indices: Iterable[int]) -> list[BlockI
                              f"(0-{len(blocks) - 1})")
         reason = family.unremovable_reason(blocks[index].kind)
         if reason is not None:
-            raise ValueError(f"block {index} is {reason}; remove earlier blocks instead")
+            raise ValueError(f"block {index} is {reason}; remove other blocks instead")
     removed = [blocks[i] for i in wanted]
+    if family.keeps_block_positions:  # every later block keeps its position: a weightless stand-in takes its place
+        for block in removed:
+            stand_in = family.block_stand_in(transformer.get_submodule(block.path))
+            stand_in.removed_block = True  # not a block any more (`block_topology` passes over it)
+            transformer.set_submodule(block.path, stand_in)
+        return removed
     for block in reversed(removed):  # from the back, so earlier positions stay valid
         list_name, position = block.path.rsplit(".", 1)
         del getattr(transformer, list_name)[int(position)]

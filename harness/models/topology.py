@@ -29,12 +29,14 @@ class BlockInfo:
 
 def block_topology(transformer: torch.nn.Module) -> list[BlockInfo]:
     """All blocks of a transformer of a registered family in execution order (FLUX: double-stream blocks, then
-    single-stream)."""
+    single-stream); the stand-ins of removed blocks, where a family keeps positions, are no blocks."""
     family = family_of_transformer(transformer)
     blocks: list[BlockInfo] = []
     for list_name, block_class in family.block_lists():
         for position, block in enumerate(getattr(transformer, list_name)):
             path = f"{list_name}.{position}"
+            if getattr(block, "removed_block", False):  # a removed block's stand-in, where positions are kept
+                continue
             if not isinstance(block, block_class):
                 raise ValueError(f"block '{path}' is a {type(block).__name__}, expected a {block_class.__name__}")
             kind = family.block_kind(block)

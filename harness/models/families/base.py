@@ -49,6 +49,13 @@ class Family(abc.ABC):
     kind_components: dict[str, tuple[str, ...]]
     # sub-component name -> block attributes; override where the family's blocks name their submodules differently
     component_attributes: dict[str, tuple[str, ...]] = COMPONENT_ATTRIBUTES
+    # True where the transformer gives each block something by its position in its list (Chroma's modulation rows):
+    # a removed block is then replaced by its weightless stand-in (`block_stand_in`) instead of deleted, the config
+    # is left as it is, and a saved model records the removal (`harness.models.saving`)
+    keeps_block_positions: bool = False
+    # TaylorSeer's patterns of the attention modules it caches, under `step_cache_blocks`' list names; None:
+    # diffusers' defaults, which find `attn` modules under `transformer_blocks` and `single_transformer_blocks`
+    taylorseer_identifiers: tuple[str, ...] | None = None
 
     def __repr__(self) -> str:
         return f"<family {self.name}>"
@@ -140,6 +147,23 @@ class Family(abc.ABC):
         """How many text tokens the transformer sees under `sampling`, given the pipeline's components (name ->
         module; meta-device ones do)."""
 
+    def stand_in_tokenizers(self, spec: Any) -> dict[str, Any]:
+        """Offline stand-ins for the released tokenizers of a preset (pipeline component name -> tokenizer), with
+        the released vocabulary sizes, for pipelines built from configs without a download (`--weights random`,
+        pre-flight). Default: by each text encoder's class in `spec.component_configs`, T5's unigram stand-in or
+        CLIP's full BPE."""
+        from harness.models.tiny import CLIP_ALL_MERGES, clip_tokenizer, t5_tokenizer
+
+        tokenizers: dict[str, Any] = {}
+        for name, (path, config) in spec.component_configs.items():
+            if name.startswith("text_encoder"):
+                tokenizer = "tokenizer" + name.removeprefix("text_encoder")
+                if "T5" in path:
+                    tokenizers[tokenizer] = t5_tokenizer(max_length=spec.sampling.max_sequence_length or 512)
+                else:
+                    tokenizers[tokenizer] = clip_tokenizer(config["max_position_embeddings"], CLIP_ALL_MERGES)
+        return tokenizers
+
     # -- bare transformer forwards (latency, memory, FLOPs) --------------------------------------------------------
 
     @abc.abstractmethod
@@ -167,6 +191,11 @@ class Family(abc.ABC):
         """Keyword arguments of one forward of `pipeline.transformer` on noisy latents x_t (as `training_latents`
         shapes them) at flow-matching noise level `sigma` [B] in [0, 1], for images of `image_size` (height,
         width) captioned `prompts`, with `return_dict=False`; the transformer's output is the velocity."""
+
+    def velocity(self, output: Any) -> torch.Tensor:
+        """The flow-matching velocity (noise - clean latents), shaped as `training_latents`, from the transformer's
+        output with `return_dict=False`. Default: its first element, as SD3's and FLUX's transformers return it."""
+        return output[0]
 
     # -- block structure (topology, surgery) -----------------------------------------------------------------------
 

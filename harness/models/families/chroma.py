@@ -16,14 +16,13 @@ components are `attn`, `ff` (with the parameter-free norm2) and `ff_context`; a 
 FeedForward and Linear layers take the default stand-ins. A single block returns the joint stream alone (one tensor,
 not FLUX's pair), so its whole-block stand-in returns hidden_states alone.
 
-No block may be deleted. Each block's modulation is picked by its position: offsets are 3 x (single blocks) and
-6 x (double blocks), the final norm takes the last two rows, and the rows' index embeddings are rebuilt from the
-block counts in the config (`time_text_embed.mod_proj`, a non-persistent buffer). Deleting any block shifts the
-modulation of every block after it in the table and of the final norm, so the pruned model is not the model with
-that block skipped, and no weight change can restore it (one approximator serves all rows). Skips in place and
-sub-component removal keep every position and are exact; block removal needs a position-keeping removal in the
-shared surgery (the block replaced by a weightless pass-through that a saved model records, as
-`remove_components` does for sub-components).
+Blocks keep their positions when removed (`keeps_block_positions`). Each block's modulation is picked by its
+position: offsets are 3 x (single blocks) and 6 x (double blocks), the final norm takes the last two rows, and the
+rows' index embeddings are rebuilt from the block counts in the config (`time_text_embed.mod_proj`, a non-persistent
+buffer). Deleting a block would shift the modulation of every block after it and of the final norm, which no weight
+change can restore (one approximator serves all rows). So a removed block is replaced by a weightless pass-through
+in its place, the config keeps the released counts, and a saved model records the removal; the pruned model is
+exactly the model with that block skipped.
 """
 
 from __future__ import annotations
@@ -41,10 +40,6 @@ if TYPE_CHECKING:
 # length 512, height = width = default_sample_size (128) x the VAE's scale (8) = 1024, negative prompt "" when none
 _DEFAULT_SAMPLE_SIZE = 128  # ChromaPipeline.default_sample_size, in latent positions
 
-_UNREMOVABLE = ("a Chroma block, whose modulation the transformer picks by block position from one shared "
-                "approximator output: deleting any block shifts the modulation of the blocks after it and of the "
-                "final norm (skip it in place, or remove its sub-components, instead)")
-
 
 class ChromaFamily(Family):
     name = "chroma"
@@ -54,6 +49,7 @@ class ChromaFamily(Family):
                                         negative_prompt="")
     default_max_sequence_length = 512
     takes_negative_prompt = True
+    keeps_block_positions = True  # modulation rows are picked by block position (module docstring)
     kind_components = {
         "chroma-double": ("attn", "ff", "ff_context"),  # no w_norm1 / w_norm1_context: the blocks own no modulation
         "chroma-single": ("attn", "proj_mlp_out"),  # no w_norm, for the same reason
@@ -178,46 +174,37 @@ class ChromaFamily(Family):
 
         return "chroma-single" if isinstance(block, ChromaSingleTransformerBlock) else "chroma-double"
 
-    def unremovable_reason(self, kind: str) -> str | None:
-        return _UNREMOVABLE  # both kinds: see the module docstring
-
     def block_stand_in(self, block: torch.nn.Module) -> torch.nn.Module:
         """A double block returns (encoder_hidden_states, hidden_states), as FLUX's; a single block returns the
         joint stream alone."""
         from diffusers.models.transformers.transformer_chroma import ChromaSingleTransformerBlock
 
         if isinstance(block, ChromaSingleTransformerBlock):
-            return _pass_through_single_block()()
+            from harness.models.stand_ins import PassThroughStream
+
+            return PassThroughStream()
         return super().block_stand_in(block)
 
     def config_after_removal(self, transformer: torch.nn.Module) -> dict[str, Any]:
-        # what a deletion would have to register to round-trip (the approximator's row count follows from these);
-        # the family refuses deletions (`unremovable_reason`), this keeps a config consistent with its block lists
+        # never needed while blocks keep their positions (removal leaves the config as released); kept consistent
         return {"num_layers": len(transformer.transformer_blocks),
                 "num_single_layers": len(transformer.single_transformer_blocks)}
 
     # -- step caching ----------------------------------------------------------------------------------------------
+
+    def caches_block(self, block: torch.nn.Module) -> bool:
+        """Only the single-stream blocks: First-Block Cache compares the first hooked block's output with the last
+        one's in one return form, and a double block returns (text, image) where a single block returns the joint
+        stream (FLUX.2's blocks differ the same way). The 19 double blocks always compute."""
+        from diffusers.models.transformers.transformer_chroma import ChromaSingleTransformerBlock
+
+        return isinstance(block, ChromaSingleTransformerBlock)
 
     def step_cache_blocks(self, transformer: torch.nn.Module) -> torch.nn.Module:
         """The blocks, as the base gives them, after telling diffusers' block registry (which First-Block Cache
         reads) where Chroma's blocks return their streams: diffusers registers FLUX's blocks, not Chroma's."""
         _register_block_metadata()
         return super().step_cache_blocks(transformer)
-
-
-@lru_cache(maxsize=1)
-def _pass_through_single_block() -> type:
-    """The whole-block stand-in of a single-stream block (a class made on first use, so importing this module
-    imports no torch)."""
-    from harness.models.stand_ins import StandIn
-
-    class PassThroughSingleBlock(StandIn):
-        """A skipped Chroma single-stream block: returns the joint stream unchanged."""
-
-        def forward(self, hidden_states: Any, *args: Any, **kwargs: Any) -> Any:
-            return hidden_states
-
-    return PassThroughSingleBlock
 
 
 @lru_cache(maxsize=1)

@@ -139,18 +139,14 @@ class Flux2Family(Family):
         sample, patchified 2x2 and normalised by the VAE's BatchNorm running statistics (the inverse of what the
         pipeline does before decoding; FLUX.2's VAE has no scaling/shift factors), then packed.
 
-        `images`: uint8 images [B, H, W, 3] (numpy); a float tensor [B, 32, H/8, W/8] is taken for the VAE's own
-        latents already (so the older contract, latents from `harness.models.vae`, works too)."""
+        `images`: uint8 images [B, H, W, 3] (numpy)."""
         import torch
 
-        vae = pipeline.vae
-        if isinstance(images, torch.Tensor) and images.is_floating_point():
-            latents = images.to(vae.device, vae.dtype)
-        else:
-            from harness.models.vae import to_model_range
+        from harness.models.vae import to_model_range
 
-            with torch.no_grad():
-                latents = vae.encode(to_model_range(images, vae.device).to(vae.dtype)).latent_dist.sample()
+        vae = pipeline.vae
+        with torch.no_grad():
+            latents = vae.encode(to_model_range(images, vae.device).to(vae.dtype)).latent_dist.sample()
         latents = pipeline._patchify_latents(latents)
         mean = vae.bn.running_mean.view(1, -1, 1, 1).to(latents.device, latents.dtype)
         std = torch.sqrt(vae.bn.running_var.view(1, -1, 1, 1) + vae.config.batch_norm_eps).to(latents.device,
@@ -215,10 +211,7 @@ class Flux2Family(Family):
     # -- weight-free builds -----------------------------------------------------------------------------------------
 
     def stand_in_tokenizers(self, spec: Any) -> dict[str, Any]:
-        """The offline tokenizer components of a pipeline built from the preset's configs (`--weights random`,
-        pre-flight): the processor with the released vocabulary (131072 ids) and FLUX.2's chat template. Not a
-        `Family` hook yet: `harness.models.random_weights._pipeline_from_configs` picks CLIP or T5 stand-ins by the
-        text encoder's class and needs to ask the family instead (see the family's report)."""
+        """The processor with the released vocabulary (131072 ids) and FLUX.2's chat template."""
         from harness.models.tiny.flux2 import released_processor
 
         return {"tokenizer": released_processor(max_length=spec.sampling.max_sequence_length

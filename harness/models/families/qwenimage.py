@@ -23,7 +23,6 @@ ranks as free to remove.
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from harness.models.families.base import Family, draw_tensor
@@ -207,35 +206,18 @@ class QwenImageFamily(Family):
         """`img_mod` / `txt_mod` (SiLU + Linear, no diffusers AdaLN class) become constant modulation parameters:
         shift 0, scale 0, gate 1 for the attention and the MLP sub-layer."""
         if component in ("w_norm1", "w_norm1_context"):
-            linear = module[-1]  # nn.Sequential(SiLU, Linear(hidden, 6 * hidden)), the Linear maybe quantised
-            return _fixed_modulation()(linear.out_features)
+            from harness.models.stand_ins import ConstantModulation
+
+            # nn.Sequential(SiLU, Linear(hidden, 6 * hidden)), the Linear maybe quantised; (shift, scale, gate) of
+            # the attention, then of the MLP
+            return ConstantModulation(module[-1].out_features, (0.0, 0.0, 1.0, 0.0, 0.0, 1.0))
         return None
+
+    def stand_in_tokenizers(self, spec: Any) -> dict[str, Any]:
+        """The Qwen tokenizer stand-in with the released vocabulary and special-token ids."""
+        from harness.models.tiny.qwenimage import stand_in_qwen2_tokenizer
+
+        return {"tokenizer": stand_in_qwen2_tokenizer()}
 
     def config_after_removal(self, transformer: torch.nn.Module) -> dict[str, Any]:
         return {"num_layers": len(transformer.transformer_blocks)}
-
-
-@lru_cache(maxsize=1)
-def _fixed_modulation() -> type:
-    """The stand-in of a skipped `img_mod` / `txt_mod` (a class made on first use, so importing this module imports
-    no torch)."""
-    import torch
-
-    from harness.models.stand_ins import StandIn
-
-    class FixedQwenModulation(StandIn):
-        """Modulation parameters [B, 6 * hidden] as QwenImageTransformerBlock chunks them, (shift, scale, gate) of
-        the attention then of the MLP: 0, 0, 1, 0, 0, 1. The block computes x * (1 + scale) + shift and adds
-        gate * output, so its LayerNorms act unmodulated and both sub-layers are added in full."""
-
-        def __init__(self, out_features: int) -> None:
-            super().__init__()
-            self.out_features = out_features
-
-        def forward(self, temb: torch.Tensor) -> torch.Tensor:
-            hidden = self.out_features // 6
-            zeros = temb.new_zeros(temb.shape[0], 2 * hidden)
-            ones = temb.new_ones(temb.shape[0], hidden)
-            return torch.cat([zeros, ones, zeros, ones], dim=-1)
-
-    return FixedQwenModulation

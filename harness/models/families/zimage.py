@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 
 _MODULATED = ("w_norm1", "attn", "ff")
 _MAIN, _NOISE_REFINER, _CONTEXT_REFINER = "zimage-main", "zimage-noise-refiner", "zimage-context-refiner"
+# a gate that tanh takes to exactly 1.0: 1 - tanh(30) is about 2e-26, below float64's and every narrower type's ulp
+_GATE = 30.0
 _NOISE_REFINER_IDS = 1000  # diffusers numbers the noise refiners' layer_id from 1000 (the SigLIP refiners from 2000)
 
 
@@ -67,6 +69,7 @@ class ZImageFamily(Family):
         _NOISE_REFINER: _MODULATED,
         _CONTEXT_REFINER: ("attn", "ff"),  # no modulation
     }
+    taylorseer_identifiers = (r"^layers\.\d+\.attention$",)  # the blocks name their attention `attention`
     component_attributes = {
         **COMPONENT_ATTRIBUTES,
         "w_norm1": ("adaLN_modulation",),
@@ -154,15 +157,9 @@ class ZImageFamily(Family):
     # -- training ------------------------------------------------------------------------------------------------
 
     def training_latents(self, pipeline: Any, images: Any) -> torch.Tensor:
-        """[B, C, 1, H, W]: the pipeline's per-sample latent with its frame axis, stacked. `images`: uint8 images
-        [B, H, W, 3] (numpy), encoded as the base does (the VAE's posterior sample, shifted and scaled), or latents
-        [B, C, H, W] already encoded so (the hook's earlier contract)."""
-        import torch
-
-        from harness.models.vae import encode_images
-
-        latents = images if isinstance(images, torch.Tensor) else encode_images(pipeline, images)
-        return latents.unsqueeze(2)
+        """[B, C, 1, H, W]: the pipeline's per-sample latent with its frame axis, stacked; encoded as the base
+        does (the VAE's posterior sample, shifted and scaled)."""
+        return super().training_latents(pipeline, images).unsqueeze(2)
 
     def training_inputs(self, pipeline: Any, x_t: torch.Tensor, sigma: torch.Tensor, image_size: tuple[int, int],
                         prompts: list[str], sampling: SamplingSettings, device: torch.device,
@@ -177,6 +174,12 @@ class ZImageFamily(Family):
             max_sequence_length=sampling.max_sequence_length or self.default_max_sequence_length)
         return {"x": list(x_t.to(device, dtype).unbind(0)), "t": (1 - sigma.to(device, torch.float32)),
                 "cap_feats": [e.to(device, dtype) for e in embeds], "return_dict": False}
+
+    def velocity(self, output: Any) -> torch.Tensor:
+        """The transformer returns ([B tensors [C, 1, H, W]],) holding x0 - noise: stacked and negated."""
+        import torch
+
+        return -torch.stack(output[0])
 
     # -- block structure -----------------------------------------------------------------------------------------
 
@@ -202,11 +205,16 @@ class ZImageFamily(Family):
         return None
 
     def block_stand_in(self, block: torch.nn.Module) -> torch.nn.Module:
-        return _pass_through_stream()()
+        from harness.models.stand_ins import PassThroughStream
+
+        return PassThroughStream()
 
     def stand_in(self, component: str, module: torch.nn.Module) -> torch.nn.Module | None:
         if component == "w_norm1":
-            return _fixed_modulation()(module)
+            from harness.models.stand_ins import ConstantModulation
+
+            # (scale_msa, gate_msa, scale_mlp, gate_mlp): inputs scaled by 1 + 0, outputs gated by tanh(G) = 1
+            return ConstantModulation(module[-1].out_features, (0.0, _GATE, 0.0, _GATE))
         return None  # attention: diffusers' Attention (passes its input through); feed_forward: identity
 
     def caches_block(self, block: torch.nn.Module) -> bool:
@@ -220,51 +228,18 @@ class ZImageFamily(Family):
         _register_block_metadata()
         return super().step_cache_blocks(transformer)
 
+    def stand_in_tokenizers(self, spec: Any) -> dict[str, Any]:
+        """The Qwen tokenizer stand-in with the released vocabulary and special-token ids."""
+        from harness.models.tiny.zimage import released_qwen_tokenizer
+
+        return {"tokenizer": released_qwen_tokenizer()}
+
     def config_after_removal(self, transformer: torch.nn.Module) -> dict[str, Any]:
         refiners = len(transformer.noise_refiner)
         if len(transformer.context_refiner) != refiners:
             raise ValueError(f"the noise and context refiners differ in number ({refiners} and "
                              f"{len(transformer.context_refiner)}): n_refiner_layers cannot describe them")
         return {"n_layers": len(transformer.layers), "n_refiner_layers": refiners}
-
-
-@lru_cache(maxsize=1)
-def _pass_through_stream() -> type:
-    """The whole-block stand-in (a class made on first use, so importing this module imports no torch)."""
-    from harness.models.stand_ins import StandIn
-
-    class PassThroughStream(StandIn):
-        """A skipped Z-Image block: returns its one stream unchanged (the block's `x`), as the loops expect."""
-
-        def forward(self, x: Any, *args: Any, **kwargs: Any) -> Any:
-            return x
-
-    return PassThroughStream
-
-
-@lru_cache(maxsize=1)
-def _fixed_modulation() -> type:
-    """The stand-in of `adaLN_modulation` (made on first use)."""
-    from harness.models.stand_ins import StandIn
-
-    class FixedZImageModulation(StandIn):
-        """Z-Image's adaLN_modulation without its modulation: (scale_msa, gate_msa, scale_mlp, gate_mlp) as
-        (0, G, 0, G), where tanh(G) is exactly 1 in every float type: the block scales its attention and
-        feed-forward inputs by 1 + 0 and gates their outputs by 1, computing as an unmodulated block."""
-
-        GATE = 30.0  # 1 - tanh(30) is about 2e-26: tanh rounds to 1.0 in float64 and every narrower type
-
-        def __init__(self, original: Any) -> None:
-            super().__init__()
-            self.dim = original[-1].out_features // 4  # Sequential(Linear(min(dim, 256), 4 * dim))
-
-        def forward(self, embedding: Any) -> Any:
-            out = embedding.new_zeros(*embedding.shape[:-1], 4 * self.dim)
-            out[..., self.dim:2 * self.dim] = self.GATE
-            out[..., 3 * self.dim:] = self.GATE
-            return out
-
-    return FixedZImageModulation
 
 
 @lru_cache(maxsize=1)
