@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from compressors.pruning import DepthImportance, RankedPruningParams
+from compressors.pruning import DepthImportance, MissingRanking, RankedPruningParams
 from harness.errors import UsageError
 
 # The release's hand-picked cuts (FACTS section 1): model preset -> blocks removed.
@@ -76,7 +76,7 @@ class HierarchicalPrune(DepthImportance):
         default_budget = HierarchicalPruneParams().budget
         if cut is not None and (self.params.published_cut or self.params.budget == default_budget):
             return list(cut), {"selection": f"the release's published cut for {model.spec.name}"}
-        raise UsageError(
+        raise MissingRanking(
             f"hierarchicalprune needs a contribution ranking of '{model.spec.name}' and none was found"
             + (f" (the published cut applies only at budget {default_budget})" if cut is not None else "")
             + f": run `harness analyze --model {model.spec.argument}` first, or pass "

@@ -112,14 +112,20 @@ class BlockPruning(Compressor):
     def select_blocks(self, model: Any, ranking: Any | None) -> tuple[list[int], dict[str, Any]]:
         """The blocks to remove by `ranking` (`ranking_for`'s) and how they were chosen (recorded in the compression
         cost): here the explicit list, else the budget met in `pick`'s order."""
+        from harness.models.families import family_of_transformer
         from harness.models.surgery import removable_blocks
+        from harness.models.topology import block_topology
 
         allowed = {b.index for b in removable_blocks(model.transformer)}
         if self.params.blocks:
             bad = [b for b in self.params.blocks if b not in allowed]
             if bad:
-                raise UsageError(f"{self.name}: blocks {bad} cannot be removed; removable blocks are "
-                                 f"{min(allowed)}-{max(allowed)} (SD3's final block always stays)")
+                family, blocks = family_of_transformer(model.transformer), block_topology(model.transformer)
+                reasons = sorted({f"block {b.index} is {family.unremovable_reason(b.kind)}" for b in blocks
+                                  if b.index in bad} | ({f"the transformer has {len(blocks)} blocks"}
+                                                        if max(bad) >= len(blocks) else set()))
+                raise UsageError(f"{self.name}: blocks {bad} cannot be removed ({'; '.join(reasons)}); removable "
+                                 f"blocks: {_ranges(sorted(allowed)) or 'none'}")
             return sorted(set(self.params.blocks)), {"selection": "explicit block list"}
         chosen = smallest_meeting_budget(lambda n: self.pick(model, n), len(allowed), model.transformer,
                                          self.params.budget)
@@ -244,6 +250,22 @@ def importance_order(ranking: Any, transformer: Any, position_weight: float) -> 
 
 
 @dataclass(frozen=True)
+class MissingRanking(UsageError):
+    """A ranked method found no contribution ranking for the model (`harness analyze` first)."""
+
+
+def equal_importance(transformer: Any) -> Any:
+    """A ranking in which every block matters equally: what `harness estimate` prunes by for a model never
+    analysed, so a ranked method's weight bytes can be estimated before its analysis (they depend on how many blocks
+    of each kind go, not on which)."""
+    from harness.models.topology import block_topology
+    from harness.ranking import Ranking
+
+    return Ranking(metric="none (no contribution analysis yet: every block equally important)",
+                   higher_is_better=True, granularity="block", base_score=0.0,
+                   scores={str(block.index): 0.0 for block in block_topology(transformer)})
+
+
 class RankedPruningParams(PruningParams):
     ranking: Path | None = None  # a ranking file; default: beside the weights, else the newest `harness analyze`
     ranking_base_score: float | None = None  # for the HierarchicalPrune release's ranking format
@@ -260,10 +282,18 @@ class DepthImportance(BlockPruning):
             return None  # an explicit block list needs none
         ranking = find_ranking(model, self.params.ranking, self.params.ranking_base_score, self.context.cache_dir)
         if ranking is None:
-            raise UsageError(
+            raise MissingRanking(
                 f"{self.name} needs a contribution ranking of '{model.spec.name}' and none was found: run "
                 f"`harness analyze --model {model.spec.argument}` first (or pass --set {self.name}.ranking=<file>)")
         return ranking
+
+    def apply_structure(self, model: Any) -> dict[str, Any]:
+        """As pruning the model does; a model with no ranking yet is estimated with every block equally important
+        (`equal_importance`), and the record says so."""
+        try:
+            return super().apply_structure(model)
+        except MissingRanking:
+            return self.prune(model, equal_importance(model.transformer))
 
     def select_blocks(self, model: Any, ranking: Any | None) -> tuple[list[int], dict[str, Any]]:
         if self.params.blocks:
@@ -276,3 +306,14 @@ class DepthImportance(BlockPruning):
         chosen = smallest_meeting_budget(lambda n: order[:n], len(order), model.transformer, self.params.budget)
         return chosen, {"selection": f"budget {self.params.budget}, ranking {ranking.metric} ({ranking.granularity}),"
                         f" position_weight {position_weight}", "ablations": len(ranking.scores)}
+
+
+def _ranges(indices: list[int]) -> str:
+    """Sorted block indices as ranges: [0, 1, 2, 5] -> '0-2, 5'."""
+    runs: list[list[int]] = []
+    for index in indices:
+        if runs and index == runs[-1][-1] + 1:
+            runs[-1].append(index)
+        else:
+            runs.append([index])
+    return ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)

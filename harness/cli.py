@@ -281,7 +281,9 @@ class Recipe(Command):
     description = ("Run every entry of a recipe through `harness run` (cached and resumable: rerun the same command "
                    "after an interruption; runs already in --output-dir are skipped) and write the leaderboard of "
                    "--output-dir. Recipes: sd3.5-large-turbo-paper (the HierarchicalPrune table on your GPU), "
-                   "reference-table (every method on the reference model).")
+                   "reference-table (every method on the reference model), and for qwen-image, flux.2-dev, "
+                   "z-image-turbo and chroma1-hd a HierarchicalPrune comparison that runs the contribution analysis "
+                   "first (<model>-hierarchicalprune).")
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("recipe", help="the recipe")
@@ -300,7 +302,8 @@ class Recipe(Command):
 
         recipe = recipes.get(args.recipe)
         if args.dry_run:
-            print(recipes.format_plan(recipe, recipes.plan(recipe, args.limit, args.settings)))
+            print(recipes.format_plan(recipe, recipes.plan(recipe, args.limit, args.settings),
+                                      recipes.analysis_plan(recipe, args.limit)))
             return
         paths = recipes.run_recipe(recipe, args.limit, args.settings,
                                    args.output_dir or Path("results/recipes") / recipe.name,

@@ -19,6 +19,7 @@ def estimate(model_name: str, methods: list[str], settings: list[str]) -> dict[s
     from types import SimpleNamespace
 
     from harness.commands.setup import instantiate_chain
+    from harness.devices import GIB, fits
     from harness.flops import transformer_flops
     from harness.models.architecture import build_architecture, text_tokens_of
     from harness.models.families import family_of
@@ -50,6 +51,8 @@ def estimate(model_name: str, methods: list[str], settings: list[str]) -> dict[s
         "weight_bytes": {"before": before, "after": after},
         "transformer_parameters_after": parameter_count(components["transformer"]),
         "transformer_flops_per_step": {"before": flops_before, "after": flops_after},
+        # the whole pipeline's weights after the chain against each GPU profile (activations come on top)
+        "fits": fits(sum(after.values()) / GIB, "pipeline weights after the chain, activations not included"),
     }
 
 
@@ -71,4 +74,8 @@ def format_estimate(report: dict[str, Any]) -> str:
                  f"{flops['before']['forwards']} forward(s), {report['sampling']['height']}x"
                  f"{report['sampling']['width']}, {report['text_tokens']} text tokens")
     lines += [f"{step['name']}: {json.dumps(step['structure'])}" for step in report["chain"]]
+    verdicts = report["fits"]
+    lines.append(f"weights fit ({verdicts[0]['basis']}): "
+                 + (", ".join(v["profile"] for v in verdicts if v["fits"]) or "no profile")
+                 + "; too large for: " + (", ".join(v["profile"] for v in verdicts if not v["fits"]) or "none"))
     return "\n".join(lines)

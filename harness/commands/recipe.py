@@ -37,6 +37,9 @@ class Recipe:
     seed_mode: str = "per-image"
     batch_size: int = 4
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # run `harness analyze` (the model's contribution metric) before the runs: hierarchicalprune then finds its
+    # ranking in the cache, for models with no published cut
+    analysis: bool = False
 
 
 _PAPER_BUDGET = "0.2"
@@ -98,10 +101,67 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
 )}
 
 
+def _hierarchicalprune_comparison(model: str, title: str) -> Recipe:
+    """HierarchicalPrune against the depth baselines and NF4 at the paper's budget, on a model with no published
+    cut: the contribution analysis comes first. Distillation needs the user's images (`distill_data`), so these
+    runs prune without it."""
+    return Recipe(
+        name=f"{model}-hierarchicalprune",
+        description=f"HierarchicalPrune on {title}: contribution analysis, then the method at {_PAPER_BUDGET} with "
+        "and without NF4 against the depth baselines at the same budget and NF4 alone",
+        model=model,
+        suites=("geneval", "hpsv2", "latency", "memory"),
+        runs=(
+            RecipeRun("none"),
+            RecipeRun("hierarchicalprune", (f"hierarchicalprune.budget={_PAPER_BUDGET}",
+                                            "hierarchicalprune.distill_steps=0")),
+            RecipeRun("hierarchicalprune+nf4", (f"hierarchicalprune.budget={_PAPER_BUDGET}",
+                                                "hierarchicalprune.distill_steps=0")),
+            RecipeRun("depth-last", (f"depth-last.budget={_PAPER_BUDGET}",)),
+            RecipeRun("depth-uniform", (f"depth-uniform.budget={_PAPER_BUDGET}",)),
+            RecipeRun("nf4"),
+        ),
+        settings=("geneval.samples_per_prompt=4", "hpsv2.version=v2.1"),
+        seed_mode="per-prompt",
+        analysis=True,
+        notes=(f"No published cut exists for {title}: `harness analyze` ranks its blocks first (step 0), and "
+               "hierarchicalprune reads that ranking from the cache. Add --set hierarchicalprune.distill_steps=N "
+               "with distill_data (an image-caption folder or a prompt list) to distil.",),
+    )
+
+
+RECIPES.update({r.name: r for r in (
+    _hierarchicalprune_comparison("qwen-image", "Qwen-Image"),
+    _hierarchicalprune_comparison("flux.2-dev", "FLUX.2 [dev]"),
+    _hierarchicalprune_comparison("z-image-turbo", "Z-Image-Turbo"),
+    _hierarchicalprune_comparison("chroma1-hd", "Chroma1-HD"),
+)})
+
+
 def get(name: str) -> Recipe:
     if name not in RECIPES:
         raise unknown_name_error("recipe", name, RECIPES)
     return RECIPES[name]
+
+
+def analysis_plan(recipe: Recipe, limit: int | None) -> dict[str, Any] | None:
+    """The contribution analysis a recipe runs first: its command and images (the original's and one set per
+    block removed), or None."""
+    from harness.commands.setup import instantiate
+    from harness.models.architecture import build_architecture
+    from harness.models.loading import resolve_model
+    from harness.models.topology import block_topology
+    from harness.registry import SUITES
+
+    if not recipe.analysis:
+        return None
+    spec = resolve_model(recipe.model)
+    (suite,) = instantiate(SUITES, [spec.contribution_metric.split("/")[0]], {})
+    blocks = len(block_topology(build_architecture(spec)["transformer"]))
+    command = ["harness", "analyze", "--model", recipe.model, "--metric", spec.contribution_metric,
+               "--batch-size", str(recipe.batch_size), *(["--limit", str(limit)] if limit else [])]
+    return {"command": " ".join(command), "blocks": blocks, "suite": suite.name,
+            "images": (blocks + 1) * suite.planned_images(limit)}
 
 
 def plan(recipe: Recipe, limit: int | None, extra: list[str]) -> list[dict[str, Any]]:
@@ -140,9 +200,13 @@ def plan(recipe: Recipe, limit: int | None, extra: list[str]) -> list[dict[str, 
     return rows
 
 
-def format_plan(recipe: Recipe, rows: list[dict[str, Any]]) -> str:
+def format_plan(recipe: Recipe, rows: list[dict[str, Any]], analysis: dict[str, Any] | None = None) -> str:
     lines = [f"recipe {recipe.name}: {recipe.description}", f"model {recipe.model}; suites {', '.join(recipe.suites)}",
              ""]
+    if analysis is not None:
+        lines += ["0. contribution analysis", f"   {analysis['command']}",
+                  f"   images: {analysis['suite']} {analysis['images']} (the original's and one set for each of the "
+                  f"{analysis['blocks']} blocks removed in place); GPU weights as run 1"]
     for number, row in enumerate(rows, 1):
         images = ", ".join(f"{suite} {count}" for suite, count in row["images"].items())
         weights = row["weights_gib"]
@@ -166,6 +230,15 @@ def run_recipe(recipe: Recipe, limit: int | None, extra: list[str], output_dir: 
     if not recipe.runs:
         raise UsageError(f"recipe {recipe.name} has no runs")
     check_output_folder(output_dir, "--output-dir", "the recipe's runs")
+    if recipe.analysis:  # cached and resumable like the runs; hierarchicalprune finds its ranking in the cache
+        from harness.commands.analyze import AnalyzeOptions, analyze
+        from harness.models.loading import resolve_model
+
+        scopes = ("sampling.", resolve_model(recipe.model).contribution_metric.split("/")[0] + ".")
+        analyze(AnalyzeOptions(model=recipe.model, limit=limit, seed_mode=recipe.seed_mode, device=device,
+                               batch_size=recipe.batch_size, cache_dir=cache_dir,
+                               settings=[s for s in [*recipe.settings, *extra] if s.startswith(scopes)],
+                               progress=progress))
     for entry in recipe.runs:
         run(RunOptions(model=recipe.model, methods=entry.method.split("+"), suites=list(recipe.suites), limit=limit,
                        seed_mode=recipe.seed_mode, device=device, batch_size=recipe.batch_size,
