@@ -249,7 +249,6 @@ def importance_order(ranking: Any, transformer: Any, position_weight: float) -> 
     return sorted(candidates, key=lambda i: (importance[i], -i))
 
 
-@dataclass(frozen=True)
 class MissingRanking(UsageError):
     """A ranked method found no contribution ranking for the model (`harness analyze` first)."""
 
@@ -266,6 +265,7 @@ def equal_importance(transformer: Any) -> Any:
                    scores={str(block.index): 0.0 for block in block_topology(transformer)})
 
 
+@dataclass(frozen=True)
 class RankedPruningParams(PruningParams):
     ranking: Path | None = None  # a ranking file; default: beside the weights, else the newest `harness analyze`
     ranking_base_score: float | None = None  # for the HierarchicalPrune release's ranking format
