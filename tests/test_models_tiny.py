@@ -1,4 +1,5 @@
-"""The tiny offline pipelines and the model presets."""
+"""The tiny offline pipelines and the model presets (what every family's tiny pipeline must do is in
+test_families.py)."""
 
 from __future__ import annotations
 
@@ -6,61 +7,25 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from diffusers import FluxPipeline, FluxTransformer2DModel, SD3Transformer2DModel, StableDiffusion3Pipeline
+from diffusers import FluxTransformer2DModel, SD3Transformer2DModel
 
+from harness.models.families import family_of
 from harness.models.presets import PRESETS
 from harness.registry import DEFAULT_MODEL
 
 TINY = ["tiny-sd3", "tiny-sd3.5-medium", "tiny-flux"]
-PROMPTS = ["a red cube", "two cats"]
-
-
-def _generate(pipe, name: str) -> np.ndarray:
-    sampling = PRESETS[name].sampling
-    extra = {"negative_prompt": sampling.negative_prompt} if sampling.negative_prompt is not None else {}
-    return pipe(
-        prompt=PROMPTS,
-        num_inference_steps=sampling.num_inference_steps,
-        height=sampling.height,
-        width=sampling.width,
-        guidance_scale=sampling.guidance_scale,
-        max_sequence_length=sampling.max_sequence_length,
-        output_type="np",
-        generator=[torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)],
-        **extra,
-    ).images
-
-
-def _from_pretrained(name: str, path) -> StableDiffusion3Pipeline | FluxPipeline:
-    if PRESETS[name].family == "flux":
-        return FluxPipeline.from_pretrained(path)
-    # SD3 lists the T5 slots as required: a folder saved without T5 must be loaded with them set to None.
-    return StableDiffusion3Pipeline.from_pretrained(path, text_encoder_3=None, tokenizer_3=None)
 
 
 @pytest.fixture(scope="module", params=TINY)
 def tiny(request):
     pipe = PRESETS[request.param].build()
-    pipe.set_progress_bar_config(disable=True)
-    return request.param, pipe, _generate(pipe, request.param)
-
-
-def test_generation_shape_and_values(tiny):
-    name, pipe, images = tiny
-    assert images.shape == (2, 64, 64, 3)
-    assert images.dtype == np.float32
-    assert np.isfinite(images).all()
-    assert images.min() >= 0.0 and images.max() <= 1.0
-    assert images.std() > 0.01  # not a constant image
-    assert not np.array_equal(images[0], images[1])  # two prompts, two seeds
-    assert all(p.dtype == torch.float32 and p.device.type == "cpu" for p in pipe.transformer.parameters())
+    return request.param, pipe
 
 
 def test_transformer_matches_its_spec(tiny):
-    name, pipe, _ = tiny
+    name, pipe = tiny
     spec = PRESETS[name]
     config = pipe.transformer.config
     for key, value in spec.transformer_config.items():
@@ -72,7 +37,7 @@ def test_transformer_matches_its_spec(tiny):
 
 
 def test_architecture_mirrors_the_real_model(tiny):
-    name, pipe, _ = tiny
+    name, pipe = tiny
     transformer = pipe.transformer
     if name == "tiny-flux":
         assert isinstance(transformer, FluxTransformer2DModel)
@@ -90,30 +55,6 @@ def test_architecture_mirrors_the_real_model(tiny):
     assert transformer.config.joint_attention_dim >= pipe.text_encoder.config.hidden_size + (
         pipe.text_encoder_2.config.hidden_size
     )  # CLIP features are zero-padded up to the T5 width, never truncated
-
-
-def test_save_and_reload_gives_identical_images(tiny, tmp_path):
-    name, pipe, images = tiny
-    pipe.save_pretrained(tmp_path)
-    reloaded = _from_pretrained(name, tmp_path)
-    reloaded.set_progress_bar_config(disable=True)
-    np.testing.assert_array_equal(_generate(reloaded, name), images)
-    tokenizers = ["tokenizer", "tokenizer_2"]
-    for attr in tokenizers:
-        prompt = "A photo of a purple giraffe, Ünïcödé 🐱!"
-        assert getattr(reloaded, attr)(prompt).input_ids == getattr(pipe, attr)(prompt).input_ids
-
-
-@pytest.mark.parametrize("name", TINY)
-def test_builds_are_bit_identical_and_leave_global_rng_alone(name):
-    state = torch.get_rng_state()
-    first, second = PRESETS[name].build(), PRESETS[name].build()
-    assert torch.equal(torch.get_rng_state(), state)
-    for component, module in first.components.items():
-        if isinstance(module, torch.nn.Module):
-            a, b = module.state_dict(), second.components[component].state_dict()
-            assert a.keys() == b.keys()
-            assert all(torch.equal(a[k], b[k]) for k in a), component
 
 
 def test_clip_tokenizer_gives_words_and_covers_any_text():
@@ -144,15 +85,19 @@ RELEASED_PARAMETERS = {
     "sd3.5-large-turbo": 8.0566e9,
     "sd3.5-medium": 2.2432e9,
     "flux.1-schnell": 11.8912e9,
+    # issue 20's meta-device counts of each transformer class's default config (the released architectures)
+    "qwen-image": 20.43e9,
+    "flux.2-dev": 32.22e9,
+    "z-image-turbo": 6.16e9,
+    "chroma1-hd": 8.90e9,
 }
 
 
 @pytest.mark.parametrize("name", sorted(RELEASED_PARAMETERS))
 def test_real_preset_configs_give_the_released_parameter_counts(name):
     spec = PRESETS[name]
-    model_class = SD3Transformer2DModel if spec.family == "sd3" else FluxTransformer2DModel
     with torch.device("meta"):
-        transformer = model_class(**spec.transformer_config)
+        transformer = family_of(spec.family).transformer_class()(**spec.transformer_config)
     count = sum(p.numel() for p in transformer.parameters())
     assert count == pytest.approx(RELEASED_PARAMETERS[name], rel=1e-3)
 

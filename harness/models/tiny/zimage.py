@@ -1,11 +1,11 @@
 """A tiny random-weight Z-Image pipeline (ZImagePipeline) built offline from config, for tests and smoke runs, and
-the stand-in Qwen tokenizers.
+the stand-in Qwen3 tokenizer with the released vocabulary size, for weight-free builds of the real preset.
 
 Z-Image-Turbo in miniature: 2 noise-refiner + 2 context-refiner + 4 main ZImageTransformerBlocks of hidden 96 (3
 heads of 32, RoPE axes 8/12/12 as the released 32/48/48 over 4), a 2-layer Qwen3 text encoder of width 32 (the
-released encoder's class, `transformers.Qwen3Model`, from a tiny `Qwen3Config`) with a byte-level BPE `Qwen2Tokenizer`
-built from an in-memory vocabulary (CLIP's most frequent words as word-initial and bare merge chains, Qwen's 26
-special tokens, and a Qwen3 chat template that the pipeline's `apply_chat_template(..., enable_thinking=True)` needs),
+released encoder's class, `transformers.Qwen3Model`, from a tiny `Qwen3Config`) with the Qwen3 tokenizer stand-in
+(`harness.models.tiny.qwen_tokenizer`: Qwen3's 26 added tokens and the chat template that the pipeline's
+`apply_chat_template(..., enable_thinking=True)` needs),
 FLUX.1's VAE layout with its scale and shift (as Z-Image-Turbo ships it), and Z-Image-Turbo's scheduler (static shift
 3). A 64x64 image is 8x8 latents, 4x4 = 16 patch tokens (padded by the transformer to 32).
 
@@ -14,10 +14,15 @@ The transformer config is plain data; torch, diffusers and transformers are impo
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from harness.models.tiny import _LATENT_CHANNELS, _VAE_BLOCKS, CLIP_ALL_MERGES, SEED, _clip_bpe, _eval, small_vae
+from harness.models.tiny import _CLIP_MERGES, _LATENT_CHANNELS, _VAE_BLOCKS, CLIP_ALL_MERGES, SEED, _eval, small_vae
+from harness.models.tiny.qwen_tokenizer import (
+    QWEN3_ADDED_TOKENS,
+    QWEN3_CHAT_TEMPLATE,
+    QWEN_REGULAR_TOKENS,
+    qwen_tokenizer,
+)
 
 if TYPE_CHECKING:
     from diffusers import ZImagePipeline
@@ -49,107 +54,21 @@ TINY_ZIMAGE_TRANSFORMER: dict[str, Any] = {
 
 # Z-Image-Turbo's scheduler/scheduler_config.json (see the preset): static shift 3, no resolution-dependent shift
 _ZIMAGE_SCHEDULER: dict[str, Any] = {"num_train_timesteps": 1000, "shift": 3.0, "use_dynamic_shifting": False}
+_TEMPLATE_TEXT = "<|im_start|>user\n<|im_end|>\n<|im_start|>assistant\n"  # ZImagePipeline's chat turn, no prompt
 
-# -- the Qwen tokenizers -------------------------------------------------------------------------------------------
-
-# Qwen2/Qwen3's added tokens, in the released order, right after the byte-level BPE vocabulary (ids 151643-151668 in
-# the released tokenizer), with whether each is special (the tool and think tags are not).
-_QWEN_ADDED_TOKENS: tuple[tuple[str, bool], ...] = (
-    ("<|endoftext|>", True), ("<|im_start|>", True), ("<|im_end|>", True), ("<|object_ref_start|>", True),
-    ("<|object_ref_end|>", True), ("<|box_start|>", True), ("<|box_end|>", True), ("<|quad_start|>", True),
-    ("<|quad_end|>", True), ("<|vision_start|>", True), ("<|vision_end|>", True), ("<|vision_pad|>", True),
-    ("<|image_pad|>", True), ("<|video_pad|>", True), ("<tool_call>", False), ("</tool_call>", False),
-    ("<|fim_prefix|>", True), ("<|fim_middle|>", True), ("<|fim_suffix|>", True), ("<|fim_pad|>", True),
-    ("<|repo_name|>", True), ("<|file_sep|>", True), ("<tool_response>", False), ("</tool_response>", False),
-    ("<think>", False), ("</think>", False),
-)
-QWEN_BPE_TOKENS = 151643  # the released Qwen2/Qwen3 tokenizer's BPE vocabulary; len(tokenizer) = 151669 with the above
-_TINY_WORDS = 2000  # CLIP's most frequent words that become single tokens in the tiny tokenizer
-_TEMPLATE_WORDS = ("user", "assistant", "system")  # the chat template's role names: single tokens, as in Qwen's
-
-# Qwen3's chat template for plain text turns (system, user, assistant; no tools, no reasoning content): what
-# ZImagePipeline renders is "<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"; enable_thinking=False
-# would append Qwen3's empty think block.
-QWEN3_CHAT_TEMPLATE = (
-    "{%- if messages[0].role == 'system' %}"
-    "{{- '<|im_start|>system\\n' + messages[0].content + '<|im_end|>\\n' }}"
-    "{%- endif %}"
-    "{%- for message in messages %}"
-    "{%- if message.role == 'user' or message.role == 'assistant' or (message.role == 'system' and not loop.first) %}"
-    "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}"
-    "{%- endif %}"
-    "{%- endfor %}"
-    "{%- if add_generation_prompt %}"
-    "{{- '<|im_start|>assistant\\n' }}"
-    "{%- if enable_thinking is defined and enable_thinking is false %}"
-    "{{- '<think>\\n\\n</think>\\n\\n' }}"
-    "{%- endif %}"
-    "{%- endif %}"
-)
-
-
-@lru_cache(maxsize=2)
-def _byte_level_bpe(word_count: int | None, size: int | None) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
-    """A byte-level BPE (GPT-2 / Qwen byte symbols) whose merges spell CLIP's most frequent words: each word once with
-    the space symbol "Ġ" in front (as Qwen's pre-tokenizer leaves a word after a space) and once bare (a word after a
-    newline, or the first of a text), each as a left-to-right chain of merges. The word-initial chains rank first, so
-    a word of the list after a space is always one token (a bare one may split where chains compete); every other
-    text falls back to byte symbols. `size`: filled
-    up to this many tokens with unreachable `<|unused_N|>` entries (the released vocabulary's size)."""
-    from open_clip.tokenizer import bytes_to_unicode
-
-    vocab, _ = _clip_bpe() if word_count is not None else _clip_bpe(CLIP_ALL_MERGES)
-    words = [token.removesuffix("</w>") for token in vocab if token.endswith("</w>")]
-    words = [w for w in words if len(w) > 1 and w.isascii() and w.isalpha()][:word_count]
-    # the chat template's role names first: their bare chains then outrank every other bare merge, so they are one
-    # token each, as in Qwen's vocabulary
-    words = [*_TEMPLATE_WORDS, *(w for w in words if w not in _TEMPLATE_WORDS)]
-    tokens = list(bytes_to_unicode().values())  # the 256 byte symbols
-    known = set(tokens)
-    chains: list[tuple[str, str]] = []
-    for prefix in ("Ġ", ""):
-        for word in words:
-            current = prefix or word[0]
-            for char in word[0 if prefix else 1:]:
-                merged = current + char
-                if merged not in known:
-                    known.add(merged)
-                    tokens.append(merged)
-                    chains.append((current, char))
-                current = merged
-    if size is not None:
-        if len(tokens) > size:
-            raise ValueError(f"{len(tokens)} BPE tokens do not fit a vocabulary of {size}")
-        tokens += [f"<|unused_{i}|>" for i in range(size - len(tokens))]
-    return tuple(tokens), tuple(chains)
-
-
-def qwen_tokenizer(word_count: int | None = _TINY_WORDS, size: int | None = None,
-                   model_max_length: int = 131072) -> Qwen2Tokenizer:
-    """A Qwen2Tokenizer (byte-level BPE, Qwen's pre-tokenizer, its 26 added tokens after the BPE vocabulary,
-    <|im_end|> as end of sequence and <|endoftext|> as padding, right padding, Qwen3's chat template) built offline
-    from `_byte_level_bpe(word_count, size)`. None words: every whole word of CLIP's full BPE."""
-    from tokenizers import AddedToken
-    from transformers import Qwen2Tokenizer
-
-    tokens, merges = _byte_level_bpe(word_count, size)
-    vocab = {token: i for i, token in enumerate(tokens)}
-    for token, _ in _QWEN_ADDED_TOKENS:
-        vocab[token] = len(vocab)
-    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=list(merges), unk_token=None, bos_token=None,
-                               eos_token="<|im_end|>", pad_token="<|endoftext|>", model_max_length=model_max_length,
-                               padding_side="right", chat_template=QWEN3_CHAT_TEMPLATE)
-    tokenizer.add_tokens([AddedToken(token, special=special, normalized=False)
-                          for token, special in _QWEN_ADDED_TOKENS])
-    return tokenizer
+def zimage_tokenizer(merge_count: int = _CLIP_MERGES, regular_tokens: int | None = None) -> Qwen2Tokenizer:
+    """The Qwen3 tokenizer stand-in (`harness.models.tiny.qwen_tokenizer`): the chat template's words (what
+    ZImagePipeline renders: "<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n") and CLIP's first
+    `merge_count` merges' words as single tokens, Qwen3's chat template and 26 added tokens."""
+    return qwen_tokenizer(QWEN3_ADDED_TOKENS, QWEN3_CHAT_TEMPLATE, _TEMPLATE_TEXT, merge_count, regular_tokens)
 
 
 def released_qwen_tokenizer() -> Qwen2Tokenizer:
-    """A stand-in for Z-Image-Turbo's tokenizer (Qwen3's) with the released vocabulary: 151643 BPE tokens (every whole
-    word of CLIP's BPE as one token, then unreachable fillers) and Qwen's 26 added tokens at their released ids
-    151643-151668, so len(tokenizer) = 151669 as released and every id fits Qwen3's 151936 embedding rows. For
-    weight-free builds of the real preset (`--weights random`, `harness estimate`)."""
-    return qwen_tokenizer(word_count=None, size=QWEN_BPE_TOKENS)
+    """A stand-in for Z-Image-Turbo's tokenizer (Qwen3's) with the released vocabulary: every whole word of CLIP's
+    BPE as one token, fillers up to 151643 regular ids and Qwen3's 26 added tokens at their released ids
+    151643-151668, so every id fits Qwen3's 151936 embedding rows. For weight-free builds of the real preset
+    (`--weights random`, pre-flight)."""
+    return zimage_tokenizer(CLIP_ALL_MERGES, regular_tokens=QWEN_REGULAR_TOKENS)
 
 
 def qwen3_text_encoder(tokenizer: Any, width: int = _QWEN3_WIDTH, layers: int = 2) -> Qwen3Model:
@@ -186,7 +105,7 @@ def build_tiny_zimage(transformer_config: dict[str, Any] | None = None) -> ZImag
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)
-        tokenizer = qwen_tokenizer()
+        tokenizer = zimage_tokenizer()
         text_encoder = qwen3_text_encoder(tokenizer)
         pipe = ZImagePipeline(
             transformer=ZImageTransformer2DModel(**(transformer_config or TINY_ZIMAGE_TRANSFORMER)),
