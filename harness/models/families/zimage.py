@@ -33,7 +33,7 @@ features before it.
 Step caches hook the main layers only (`caches_block`): the refiners run on their own streams (image only, caption
 only), not the joint stream whose residuals a cache carries. First-Block Cache needs diffusers' block registry
 corrected (`step_cache_blocks`). TaylorSeer's default module patterns ("^transformer_blocks.*attn", ...) match no
-`layers.N.attention`, so diffusers' TaylorSeer hooks nothing here unless given cache_identifiers.
+`layers.N.attention`: the family names its own (`taylorseer_identifiers`).
 """
 
 from __future__ import annotations
