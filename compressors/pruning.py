@@ -8,6 +8,7 @@ parameters reach `budget` of the transformer's (SD3.5 Large Turbo at 0.20 -> 8 o
 
 from __future__ import annotations
 
+import bisect
 import copy
 from dataclasses import dataclass
 from pathlib import Path
@@ -228,10 +229,11 @@ def importance_order(ranking: Any, transformer: Any, position_weight: float) -> 
     """Removable blocks from least to most important.
 
     importance(i) = rank(sensitivity_i) / (n - 1) + position_weight * (1 - position_i), with position_i = i / (N - 1)
-    over all N blocks and the rank taken among the n removable blocks (0 = least sensitive). Ranks make the two
-    terms commensurable whatever the metric's scale; the second term is the positional prior: the later a block, the
-    cheaper it looks, so a late block goes first unless its measured sensitivity is high ("drop late blocks, keep the
-    sensitive ones"). position_weight 0 is importance alone (depth-importance).
+    over all N blocks and the rank taken among the n removable blocks (0 = least sensitive; tied blocks share their
+    mean rank). Ranks make the two terms commensurable whatever the metric's scale; the second term is the
+    positional prior: the later a block, the cheaper it looks, so a late block goes first unless its measured
+    sensitivity is high ("drop late blocks, keep the sensitive ones"). position_weight 0 is importance alone
+    (depth-importance).
     """
     from harness.models.surgery import removable_blocks
     from harness.models.topology import block_topology
@@ -243,8 +245,11 @@ def importance_order(ranking: Any, transformer: Any, position_weight: float) -> 
     if missing:
         raise UsageError(f"the contribution ranking has no score for blocks {missing}: it was made for another "
                          "architecture; run `harness analyze` on this model")
-    by_sensitivity = sorted(candidates, key=lambda i: (sensitivity[i], i))
-    rank = {index: r / max(len(candidates) - 1, 1) for r, index in enumerate(by_sensitivity)}
+    # ties share their mean rank: blocks measured alike (or a ranking that has not measured them: `equal_importance`)
+    # are told apart by the positional prior, not by their index
+    values = sorted(sensitivity[i] for i in candidates)
+    rank = {i: (bisect.bisect_left(values, sensitivity[i]) + bisect.bisect_right(values, sensitivity[i]) - 1)
+            / 2 / max(len(candidates) - 1, 1) for i in candidates}
     importance = {i: rank[i] + position_weight * (1 - i / max(total - 1, 1)) for i in candidates}
     return sorted(candidates, key=lambda i: (importance[i], -i))
 

@@ -333,3 +333,16 @@ def test_the_distillation_checkpoint_outlives_a_kill_before_the_model_is_stored(
     assert all(torch.equal(trained[k], again.pipeline.transformer.state_dict()[k]) for k in trained)
     assert not checkpoint.exists()  # stored now: the checkpoint goes
     assert list((tmp_path / "cache" / "models").glob("*/*.json"))
+
+
+def test_blocks_measured_alike_are_ordered_by_the_positional_prior_not_their_index():
+    """A ranking whose blocks tie (or `harness estimate`'s stand-in for a model never analysed) leaves the order to
+    the positional prior: the latest blocks go first, not the earliest by index."""
+    from compressors.pruning import equal_importance, importance_order
+    from harness.models.presets import PRESETS
+    from harness.models.surgery import removable_blocks
+
+    transformer = PRESETS["tiny-flux"].build().transformer
+    latest_first = sorted((b.index for b in removable_blocks(transformer)), reverse=True)
+    assert importance_order(equal_importance(transformer), transformer, 0.5) == latest_first
+    assert importance_order(equal_importance(transformer), transformer, 0.0) == latest_first
