@@ -84,10 +84,12 @@ def test_each_scope_starts_empty_so_a_bare_forward_computes_in_full():
     FirstBlockCache(FirstBlockCache.Params(threshold=10.0)).apply(model)  # reuses whenever it can
     family, transformer = model.family, model.transformer
     inputs = family.transformer_inputs(transformer, 2, 64, 64, 17, generator=torch.Generator().manual_seed(0))
+    # the next step's timestep: a repeated one would be that step's unconditional call, a cache context of its own
+    next_step = {**inputs, "timestep": inputs["timestep"] * 0.5}
     with torch.inference_mode():
         with denoising_scope(transformer, count=True) as together:
             first = transformer(**inputs)[0]
-            transformer(**inputs)
+            transformer(**next_step)
         with denoising_scope(transformer, count=True) as alone:
             again = transformer(**inputs)[0]
     assert together.computed == 1 and together.calls == 2  # the second call of one scope reused the first's blocks

@@ -30,7 +30,8 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from harness.models.families.base import Family, draw_tensor, vae_scale_factor
+from harness.models.families.base import vae_scale_factor
+from harness.models.families.flux import PackedLatentFamily
 from harness.models.spec import SamplingSettings
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 _DEFAULT_SAMPLE_SIZE = 128  # ChromaPipeline.default_sample_size, in latent positions
 
 
-class ChromaFamily(Family):
+class ChromaFamily(PackedLatentFamily):
     name = "chroma"
     pipeline_class_name = "ChromaPipeline"
     transformer_class_name = "ChromaTransformer2DModel"
@@ -60,32 +61,9 @@ class ChromaFamily(Family):
     def native_size(self, transformer_config: dict[str, Any], vae_config: dict[str, Any]) -> int | None:
         return _DEFAULT_SAMPLE_SIZE * vae_scale_factor(vae_config)  # as ChromaPipeline.__call__ derives it
 
-    def size_problem(self, transformer_config: dict[str, Any], vae_config: dict[str, Any], height: int,
-                     width: int) -> str | None:
-        step = vae_scale_factor(vae_config) * 2  # latents are packed in 2x2 patches
-        if height % step or width % step:
-            return f"height and width must be multiples of {step} (the VAE's scale x Chroma's 2x2 latent packing)"
-        return None
-
-    def doubles_batch(self, sampling: SamplingSettings) -> bool:
-        return False  # CFG is a second forward on the negative prompt, never a doubled batch
-
     def forwards_per_step(self, sampling: SamplingSettings) -> int:
         # ChromaPipeline.do_classifier_free_guidance: guidance_scale > 1, with the negative prompt or "" when none
         return 2 if sampling.guidance_scale > 1 else 1
-
-    def call_kwargs(self, settings: SamplingSettings, batch_size: int) -> dict[str, Any]:
-        """ChromaPipeline's own guidance argument is `guidance_scale` (true CFG, no embedded guidance), so the
-        base mapping holds: steps, guidance_scale, size, T5 length and the negative prompt per image."""
-        return super().call_kwargs(settings, batch_size)
-
-    def draw_noise(self, pipeline: Any, batch_size: int, settings: SamplingSettings,
-                   generator: torch.Generator | list[torch.Generator], device: torch.device,
-                   dtype: torch.dtype) -> torch.Tensor:
-        channels = pipeline.transformer.config.in_channels // 4  # 2x2 patches packed into channels
-        latents, _image_ids = pipeline.prepare_latents(batch_size, channels, settings.height, settings.width, dtype,
-                                                       device, generator)
-        return latents
 
     def encode_prompts(self, pipeline: Any, prompts: list[str], max_sequence_length: int | None,
                        device: torch.device | str) -> tuple[torch.Tensor, None]:
@@ -110,53 +88,27 @@ class ChromaFamily(Family):
     def transformer_inputs(self, transformer: torch.nn.Module, batch_size: int, height: int, width: int,
                            text_tokens: int, device: torch.device | str = "cpu", dtype: torch.dtype | None = None,
                            generator: torch.Generator | None = None) -> dict[str, Any]:
-        """2x2-packed latent tokens [B, H/16 * W/16, C] with their position ids at t = 0.5 (the pipeline passes the
-        scheduler's timestep / 1000), T5 embeddings, and the attention mask over text then image tokens, as the
-        pipeline builds it (here every text token is attended: a prompt filling the T5 length)."""
+        """The packed inputs and the attention mask over text then image tokens, as the pipeline builds it (here
+        every text token is attended: a prompt filling the T5 length)."""
         import torch
 
-        from harness.models.families.flux import _image_ids
-
         dtype = dtype or torch.float32
-        config, draw = transformer.config, draw_tensor(device, dtype, generator)
-        rows, columns = height // 16, width // 16
-        return {
-            "hidden_states": draw(batch_size, rows * columns, config.in_channels),
-            "encoder_hidden_states": draw(batch_size, text_tokens, config.joint_attention_dim),
-            "timestep": torch.full((batch_size,), 0.5, device=device, dtype=dtype),
-            "img_ids": _image_ids(rows, columns).to(device, dtype),
-            "txt_ids": torch.zeros(text_tokens, 3, device=device, dtype=dtype),
-            "attention_mask": torch.ones(batch_size, text_tokens + rows * columns, device=device, dtype=dtype),
-            "return_dict": False,
-        }
+        inputs = self.packed_inputs(transformer, batch_size, height, width, text_tokens, device, dtype, generator)
+        inputs["attention_mask"] = torch.ones(batch_size, text_tokens + inputs["hidden_states"].shape[1],
+                                              device=device, dtype=dtype)
+        return inputs
 
     # -- training (distillation) -----------------------------------------------------------------------------------
-
-    def training_latents(self, pipeline: Any, images: Any) -> torch.Tensor:
-        latents = super().training_latents(pipeline, images)  # the VAE's, shifted and scaled, [B, C, H, W]
-        b, c, h, w = latents.shape
-        return pipeline._pack_latents(latents, b, c, h, w)  # 2x2 latent patches per token
 
     def training_inputs(self, pipeline: Any, x_t: torch.Tensor, sigma: torch.Tensor, image_size: tuple[int, int],
                         prompts: list[str], sampling: SamplingSettings, device: torch.device,
                         dtype: torch.dtype) -> dict[str, Any]:
-        import torch
-
         embeds, text_mask = self._encode(pipeline, prompts, sampling.max_sequence_length, device)
-        height, width = image_size
-        scale = pipeline.vae_scale_factor * 2  # 2x2 latent patches per token
-        return {
-            "hidden_states": x_t,
-            "encoder_hidden_states": embeds.to(dtype),
-            "timestep": sigma.to(dtype),  # the pipeline passes t / 1000 = sigma; the transformer scales by 1000
-            "img_ids": pipeline._prepare_latent_image_ids(x_t.shape[0], height // scale, width // scale, device,
-                                                          dtype),
-            "txt_ids": torch.zeros(embeds.shape[1], 3, device=device, dtype=dtype),
-            # text mask, then the image tokens, as ChromaPipeline._prepare_attention_mask extends it
-            "attention_mask": pipeline._prepare_attention_mask(x_t.shape[0], x_t.shape[1], dtype,
-                                                               text_mask.to(device, dtype)),
-            "return_dict": False,
-        }
+        inputs = self.packed_training_inputs(pipeline, x_t, sigma, embeds, image_size, device, dtype)
+        # text mask, then the image tokens, as ChromaPipeline._prepare_attention_mask extends it
+        inputs["attention_mask"] = pipeline._prepare_attention_mask(x_t.shape[0], x_t.shape[1], dtype,
+                                                                    text_mask.to(device, dtype))
+        return inputs
 
     # -- block structure -------------------------------------------------------------------------------------------
 

@@ -13,7 +13,71 @@ if TYPE_CHECKING:
     import torch
 
 
-class FluxFamily(Family):
+class PackedLatentFamily(Family):
+    """What FLUX.1 and the families derived from it (Chroma) share: latents packed in 2x2 patches per token, with
+    (0, row, column) position ids for the image tokens and zeros for the text tokens, and a transformer that takes
+    t in [0, 1] (it scales by 1000 itself)."""
+
+    def size_problem(self, transformer_config: dict[str, Any], vae_config: dict[str, Any], height: int,
+                     width: int) -> str | None:
+        step = vae_scale_factor(vae_config) * 2  # latents are packed in 2x2 patches
+        if height % step or width % step:
+            return f"height and width must be multiples of {step} (the VAE's scale x the 2x2 latent packing)"
+        return None
+
+    def doubles_batch(self, sampling: SamplingSettings) -> bool:
+        return False  # guidance is embedded (FLUX.1) or a second forward (Chroma), never a doubled batch
+
+    def draw_noise(self, pipeline: Any, batch_size: int, settings: SamplingSettings,
+                   generator: torch.Generator | list[torch.Generator], device: torch.device,
+                   dtype: torch.dtype) -> torch.Tensor:
+        channels = pipeline.transformer.config.in_channels // 4  # 2x2 patches packed into channels
+        latents, _image_ids = pipeline.prepare_latents(batch_size, channels, settings.height, settings.width, dtype,
+                                                       device, generator)
+        return latents
+
+    def packed_inputs(self, transformer: torch.nn.Module, batch_size: int, height: int, width: int, text_tokens: int,
+                      device: torch.device | str, dtype: torch.dtype,
+                      generator: torch.Generator | None) -> dict[str, Any]:
+        """The inputs every packed-latent transformer takes: latent tokens [B, H/16 * W/16, C] with their position
+        ids at t = 0.5, text embeddings [B, T, joint_attention_dim] with zero ids."""
+        import torch
+
+        config, draw = transformer.config, draw_tensor(device, dtype, generator)
+        rows, columns = height // 16, width // 16
+        return {
+            "hidden_states": draw(batch_size, rows * columns, config.in_channels),
+            "encoder_hidden_states": draw(batch_size, text_tokens, config.joint_attention_dim),
+            "timestep": torch.full((batch_size,), 0.5, device=device, dtype=dtype),
+            "img_ids": _image_ids(rows, columns).to(device, dtype),
+            "txt_ids": torch.zeros(text_tokens, 3, device=device, dtype=dtype),
+            "return_dict": False,
+        }
+
+    def training_latents(self, pipeline: Any, images: Any) -> torch.Tensor:
+        latents = super().training_latents(pipeline, images)  # the VAE's, shifted and scaled, [B, C, H, W]
+        b, c, h, w = latents.shape
+        return pipeline._pack_latents(latents, b, c, h, w)  # 2x2 latent patches per token
+
+    def packed_training_inputs(self, pipeline: Any, x_t: torch.Tensor, sigma: torch.Tensor, embeds: torch.Tensor,
+                               image_size: tuple[int, int], device: torch.device,
+                               dtype: torch.dtype) -> dict[str, Any]:
+        """The noisy latent tokens at sigma (the pipelines pass t / 1000 = sigma) with the pipeline's position ids,
+        and the prompts' text embeddings."""
+        import torch
+
+        height, width = image_size
+        scale = pipeline.vae_scale_factor * 2  # 2x2 latent patches per token
+        return {
+            "hidden_states": x_t, "encoder_hidden_states": embeds.to(dtype), "timestep": sigma.to(dtype),
+            "img_ids": pipeline._prepare_latent_image_ids(x_t.shape[0], height // scale, width // scale, device,
+                                                          dtype),
+            "txt_ids": torch.zeros(embeds.shape[1], 3, device=device, dtype=dtype),
+            "return_dict": False,
+        }
+
+
+class FluxFamily(PackedLatentFamily):
     name = "flux"
     pipeline_class_name = "FluxPipeline"
     transformer_class_name = "FluxTransformer2DModel"
@@ -25,24 +89,6 @@ class FluxFamily(Family):
         "flux-double": ("w_norm1", "w_norm1_context", "attn", "ff", "ff_context"),
         "flux-single": ("w_norm", "attn", "proj_mlp_out"),
     }
-
-    def size_problem(self, transformer_config: dict[str, Any], vae_config: dict[str, Any], height: int,
-                     width: int) -> str | None:
-        step = vae_scale_factor(vae_config) * 2  # latents are packed in 2x2 patches
-        if height % step or width % step:
-            return f"height and width must be multiples of {step} (the VAE's scale x FLUX's 2x2 latent packing)"
-        return None
-
-    def doubles_batch(self, sampling: SamplingSettings) -> bool:
-        return False
-
-    def draw_noise(self, pipeline: Any, batch_size: int, settings: SamplingSettings,
-                   generator: torch.Generator | list[torch.Generator], device: torch.device,
-                   dtype: torch.dtype) -> torch.Tensor:
-        channels = pipeline.transformer.config.in_channels // 4  # FLUX packs 2x2 patches into channels
-        latents, _image_ids = pipeline.prepare_latents(batch_size, channels, settings.height, settings.width, dtype,
-                                                       device, generator)
-        return latents
 
     def encode_prompts(self, pipeline: Any, prompts: list[str], max_sequence_length: int | None,
                        device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,30 +104,16 @@ class FluxFamily(Family):
     def transformer_inputs(self, transformer: torch.nn.Module, batch_size: int, height: int, width: int,
                            text_tokens: int, device: torch.device | str = "cpu", dtype: torch.dtype | None = None,
                            generator: torch.Generator | None = None) -> dict[str, Any]:
-        """2x2-packed latent tokens [B, H/16 * W/16, C] with their position ids at t = 0.5, plus guidance when the
-        model embeds it."""
+        """The packed inputs, the pooled CLIP embedding, and guidance when the model embeds it."""
         import torch
 
         dtype = dtype or torch.float32
-        config, draw = transformer.config, draw_tensor(device, dtype, generator)
-        rows, columns = height // 16, width // 16
-        inputs: dict[str, Any] = {
-            "encoder_hidden_states": draw(batch_size, text_tokens, config.joint_attention_dim),
-            "pooled_projections": draw(batch_size, config.pooled_projection_dim),
-            "return_dict": False,
-            "hidden_states": draw(batch_size, rows * columns, config.in_channels),
-            "timestep": torch.full((batch_size,), 0.5, device=device, dtype=dtype),  # FLUX takes t in [0, 1]
-            "img_ids": _image_ids(rows, columns).to(device, dtype),
-            "txt_ids": torch.zeros(text_tokens, 3, device=device, dtype=dtype),
-        }
-        if config.guidance_embeds:
+        inputs = self.packed_inputs(transformer, batch_size, height, width, text_tokens, device, dtype, generator)
+        inputs["pooled_projections"] = draw_tensor(device, dtype, generator)(batch_size,
+                                                                             transformer.config.pooled_projection_dim)
+        if transformer.config.guidance_embeds:
             inputs["guidance"] = torch.full((batch_size,), 3.5, device=device, dtype=dtype)
         return inputs
-
-    def training_latents(self, pipeline: Any, images: Any) -> torch.Tensor:
-        latents = super().training_latents(pipeline, images)
-        b, c, h, w = latents.shape
-        return pipeline._pack_latents(latents, b, c, h, w)  # 2x2 latent patches per token
 
     def training_inputs(self, pipeline: Any, x_t: torch.Tensor, sigma: torch.Tensor, image_size: tuple[int, int],
                         prompts: list[str], sampling: SamplingSettings, device: torch.device,
@@ -89,15 +121,8 @@ class FluxFamily(Family):
         import torch
 
         embeds, pooled = self.encode_prompts(pipeline, prompts, sampling.max_sequence_length, device)
-        height, width = image_size
-        scale = pipeline.vae_scale_factor * 2  # 2x2 latent patches per token
-        inputs = {
-            "hidden_states": x_t, "encoder_hidden_states": embeds, "pooled_projections": pooled, "return_dict": False,
-            "timestep": sigma,  # FLUX's transformer scales by 1000 itself
-            "img_ids": pipeline._prepare_latent_image_ids(x_t.shape[0], height // scale, width // scale, device,
-                                                          dtype),
-            "txt_ids": torch.zeros(embeds.shape[1], 3, device=device, dtype=dtype),
-        }
+        inputs = self.packed_training_inputs(pipeline, x_t, sigma, embeds, image_size, device, dtype)
+        inputs["pooled_projections"] = pooled.to(dtype)
         if pipeline.transformer.config.guidance_embeds:
             inputs["guidance"] = torch.full((x_t.shape[0],), sampling.guidance_scale, device=device,
                                             dtype=torch.float32)

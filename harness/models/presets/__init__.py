@@ -13,7 +13,16 @@ from __future__ import annotations
 from typing import Any
 
 from harness.models.presets import chroma, flux2, qwenimage, zimage
-from harness.models.presets.common import CLIP_G, CLIP_L, T5_XXL, TINY_NOTE, autoencoder_kl, tiny_sampling
+from harness.models.presets.common import (
+    CLIP_G,
+    CLIP_L,
+    FLUX1_GEOMETRY,
+    T5_XXL,
+    TINY_NOTE,
+    autoencoder_kl,
+    tiny_sampling,
+    tiny_spec,
+)
 from harness.models.reference import TEXT_TOKENS_T5, TRAINING_LR, build_untrained_pipeline
 from harness.models.reference import TRANSFORMER_CONFIG as REFERENCE_TRANSFORMER
 from harness.models.reference import WEIGHTS_DIR as REFERENCE_WEIGHTS
@@ -61,18 +70,7 @@ _SD35_MEDIUM_TRANSFORMER: dict[str, Any] = {
 
 
 def _flux_transformer(guidance_embeds: bool) -> dict[str, Any]:
-    return {
-        "patch_size": 1,
-        "in_channels": 64,
-        "num_layers": 19,
-        "num_single_layers": 38,
-        "attention_head_dim": 128,
-        "num_attention_heads": 24,
-        "joint_attention_dim": 4096,
-        "pooled_projection_dim": 768,
-        "guidance_embeds": guidance_embeds,
-        "axes_dims_rope": (16, 56, 56),
-    }
+    return {**FLUX1_GEOMETRY, "pooled_projection_dim": 768, "guidance_embeds": guidance_embeds}
 
 
 _SD35_COMPONENTS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -154,38 +152,29 @@ _SPECS = (
         scheduler=_FLUX_SCHNELL_SCHEDULER,
         repo_id="black-forest-labs/FLUX.1-schnell",
     ),
-    ModelSpec(
+    tiny_spec(
         name="tiny-sd3",
         description=f"tiny SD3.5-Large-like pipeline (4 joint blocks, hidden 32): {TINY_NOTE}",
         family="sd3",
         sampling=tiny_sampling(guidance_scale=4.0, negative_prompt=""),
         transformer_config=TINY_SD3_TRANSFORMER,
-        dtype="float32",
         build=build_tiny_sd3,
-        contribution_metric="fidelity/ssim",  # random weights: only closeness to the original means anything
-        quality_suites=(),
     ),
-    ModelSpec(
+    tiny_spec(
         name="tiny-sd3.5-medium",
         description=f"tiny SD3.5-Medium-like pipeline (4 blocks, 2 dual-attention, hidden 32): {TINY_NOTE}",
         family="sd3",
         sampling=tiny_sampling(guidance_scale=4.0, negative_prompt=""),
         transformer_config=TINY_SD35_MEDIUM_TRANSFORMER,
-        dtype="float32",
         build=build_tiny_sd35_medium,
-        contribution_metric="fidelity/ssim",  # random weights: only closeness to the original means anything
-        quality_suites=(),
     ),
-    ModelSpec(
+    tiny_spec(
         name="tiny-flux",
         description=f"tiny FLUX.1-dev-like pipeline (2 double + 2 single blocks, hidden 32): {TINY_NOTE}",
         family="flux",
         sampling=tiny_sampling(guidance_scale=3.5, negative_prompt=None),
         transformer_config=TINY_FLUX_TRANSFORMER,
-        dtype="float32",
         build=build_tiny_flux,
-        contribution_metric="fidelity/ssim",  # random weights: only closeness to the original means anything
-        quality_suites=(),
     ),
     ModelSpec(
         name="reference",

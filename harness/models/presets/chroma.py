@@ -34,20 +34,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.models.presets.common import T5_XXL, TINY_NOTE, autoencoder_kl, tiny_sampling
+from harness.models.presets.common import FLUX1_GEOMETRY, T5_XXL, TINY_NOTE, autoencoder_kl, tiny_sampling, tiny_spec
 from harness.models.spec import ModelSpec, SamplingSettings
 from harness.models.tiny.chroma import TINY_CHROMA_TRANSFORMER, build_tiny_chroma
 
 # ChromaTransformer2DModel's defaults (= the diffusers-format copy's transformer/config.json, see the sources)
 _CHROMA1_HD_TRANSFORMER: dict[str, Any] = {
-    "patch_size": 1,
-    "in_channels": 64,
-    "num_layers": 19,
-    "num_single_layers": 38,
-    "attention_head_dim": 128,
-    "num_attention_heads": 24,
-    "joint_attention_dim": 4096,
-    "axes_dims_rope": (16, 56, 56),
+    **FLUX1_GEOMETRY,
     "approximator_num_channels": 64,
     "approximator_hidden_dim": 5120,
     "approximator_layers": 5,
@@ -86,15 +79,12 @@ SPECS = (
         scheduler=_CHROMA_SCHEDULER,
         repo_id="lodestones/Chroma1-HD",
     ),
-    ModelSpec(
+    tiny_spec(
         name="tiny-chroma",
-        description=f"tiny Chroma1-HD-like pipeline (2 double + 2 single blocks, hidden 32, T5 only): {TINY_NOTE}",
+        description=f"tiny Chroma1-HD-like pipeline (2 double + 6 single blocks, hidden 32, T5 only): {TINY_NOTE}",
         family="chroma",
         sampling=tiny_sampling(guidance_scale=4.0, negative_prompt=""),  # CFG on: two forwards per step
         transformer_config=TINY_CHROMA_TRANSFORMER,
-        dtype="float32",
         build=build_tiny_chroma,
-        contribution_metric="fidelity/ssim",  # random weights: only closeness to the original means anything
-        quality_suites=(),
     ),
 )

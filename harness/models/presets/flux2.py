@@ -30,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from harness.models.presets.common import TINY_NOTE, tiny_sampling
+from harness.models.presets.common import TINY_NOTE, tiny_sampling, tiny_spec
 from harness.models.spec import ModelSpec, SamplingSettings
 from harness.models.tiny.flux2 import TINY_FLUX2_TRANSFORMER, build_tiny_flux2
 
@@ -105,9 +105,9 @@ SPECS = (
         scheduler=_FLUX2_DEV_SCHEDULER,
         repo_id="black-forest-labs/FLUX.2-dev",
     ),
-    ModelSpec(
+    tiny_spec(
         name="tiny-flux2",
-        description=f"tiny FLUX.2-dev-like pipeline (2 double + 3 single blocks, hidden 32, 30-layer tiny Mistral "
+        description=f"tiny FLUX.2-dev-like pipeline (2 double + 6 single blocks, hidden 32, 30-layer tiny Mistral "
         f"3): {TINY_NOTE}",
         family="flux2",
         # 64 text tokens, not 16: FLUX.2's system message comes first in every prompt's chat template (40 tokens of
@@ -115,9 +115,6 @@ SPECS = (
         sampling=dataclasses.replace(tiny_sampling(guidance_scale=4.0, negative_prompt=None),
                                      max_sequence_length=64),
         transformer_config=TINY_FLUX2_TRANSFORMER,
-        dtype="float32",
         build=build_tiny_flux2,
-        contribution_metric="fidelity/ssim",  # random weights: only closeness to the original means anything
-        quality_suites=(),
     ),
 )

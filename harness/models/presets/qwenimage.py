@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.models.presets.common import TINY_NOTE, tiny_sampling
+from harness.models.presets.common import TINY_NOTE, tiny_sampling, tiny_spec
 from harness.models.spec import ModelSpec, SamplingSettings
 from harness.models.tiny.qwenimage import QWENIMAGE_SCHEDULER, TINY_QWENIMAGE_TRANSFORMER, build_tiny_qwenimage
 
@@ -94,14 +94,11 @@ SPECS = (ModelSpec(
     scheduler=_QWEN_IMAGE_SCHEDULER,
     repo_id="Qwen/Qwen-Image",
 ),
- ModelSpec(
+ tiny_spec(
     name="tiny-qwenimage",
     description=f"tiny Qwen-Image-like pipeline (4 dual-stream blocks, hidden 32, true CFG): {TINY_NOTE}",
     family="qwenimage",
     sampling=tiny_sampling(guidance_scale=4.0, negative_prompt=" "),  # 4 steps, 64x64, 16 text tokens at most
     transformer_config=TINY_QWENIMAGE_TRANSFORMER,
-    dtype="float32",
     build=build_tiny_qwenimage,
-    contribution_metric="fidelity/ssim",  # random weights: only closeness to the original means anything
-    quality_suites=(),
 ))

@@ -19,7 +19,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from diffusers import AutoencoderKL, FluxPipeline, StableDiffusion3Pipeline
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, StableDiffusion3Pipeline
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer, T5EncoderModel, T5Tokenizer
 
 SEED = 0
@@ -55,8 +55,8 @@ TINY_SD3_TRANSFORMER: dict[str, Any] = {
 # SD3.5 Medium in miniature: the first half of the blocks are dual-attention (attn2), as blocks 0-12 of 24.
 TINY_SD35_MEDIUM_TRANSFORMER: dict[str, Any] = {**TINY_SD3_TRANSFORMER, "dual_attention_layers": (0, 1)}
 
-# FLUX.1-dev in miniature: 2 double-stream + 2 single-stream blocks, guidance embedding on.
-TINY_FLUX_TRANSFORMER: dict[str, Any] = {
+# FLUX.1's block geometry in miniature (Chroma keeps it): 2 double-stream + 2 single-stream blocks, hidden 32.
+TINY_FLUX_GEOMETRY: dict[str, Any] = {
     "patch_size": 1,
     "in_channels": 4 * _LATENT_CHANNELS,  # 2x2 packed latents
     "num_layers": 2,
@@ -64,10 +64,12 @@ TINY_FLUX_TRANSFORMER: dict[str, Any] = {
     "attention_head_dim": 16,
     "num_attention_heads": 2,
     "joint_attention_dim": _T5_WIDTH,
-    "pooled_projection_dim": _CLIP_L_WIDTH,
-    "guidance_embeds": True,
     "axes_dims_rope": (4, 6, 6),  # sums to the head dim
 }
+
+# FLUX.1-dev in miniature: the geometry with CLIP's pooled embedding and the guidance embedding on.
+TINY_FLUX_TRANSFORMER: dict[str, Any] = {**TINY_FLUX_GEOMETRY, "pooled_projection_dim": _CLIP_L_WIDTH,
+                                         "guidance_embeds": True}
 
 
 def build_tiny_sd3(transformer_config: dict[str, Any] | None = None) -> StableDiffusion3Pipeline:
@@ -85,7 +87,7 @@ def build_tiny_flux(transformer_config: dict[str, Any] | None = None) -> FluxPip
     """A random-weight FLUX.1-dev-like pipeline (CLIP + T5) in float32 on the CPU; `transformer_config` replaces
     the tiny transformer's."""
     import torch
-    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from diffusers import FluxPipeline, FluxTransformer2DModel
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)
@@ -93,23 +95,27 @@ def build_tiny_flux(transformer_config: dict[str, Any] | None = None) -> FluxPip
         text_encoder_2, tokenizer_2 = _t5()
         pipe = FluxPipeline(
             transformer=FluxTransformer2DModel(**(transformer_config or TINY_FLUX_TRANSFORMER)),
-            # FLUX.1-dev's scheduler: resolution-dependent shift
-            scheduler=FlowMatchEulerDiscreteScheduler(
-                shift=3.0,
-                use_dynamic_shifting=True,
-                base_shift=0.5,
-                max_shift=1.15,
-                base_image_seq_len=256,
-                max_image_seq_len=4096,
-            ),
-            # FLUX's VAE scale and shift
-            vae=small_vae(_VAE_BLOCKS, _LATENT_CHANNELS, 8, scaling_factor=0.3611, shift_factor=0.1159),
+            scheduler=flux_scheduler(),
+            vae=flux_vae(),
             text_encoder=text_encoder,
             tokenizer=tokenizer,
             text_encoder_2=text_encoder_2,
             tokenizer_2=tokenizer_2,
         )
     return _eval(pipe)
+
+
+def flux_scheduler() -> FlowMatchEulerDiscreteScheduler:
+    """FLUX.1-dev's scheduler (FLUX.2-dev's too): shift 3 with the resolution-dependent shift on."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    return FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+                                           base_image_seq_len=256, max_image_seq_len=4096)
+
+
+def flux_vae() -> AutoencoderKL:
+    """A small VAE with FLUX.1's scale and shift (Chroma ships FLUX.1's VAE)."""
+    return small_vae(_VAE_BLOCKS, _LATENT_CHANNELS, 8, scaling_factor=0.3611, shift_factor=0.1159)
 
 
 def _build_sd3(transformer_config: dict[str, Any]) -> StableDiffusion3Pipeline:

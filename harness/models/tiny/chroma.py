@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from harness.models.tiny import _LATENT_CHANNELS, _T5_WIDTH, _VAE_BLOCKS, SEED, _eval, _t5, small_vae
+from harness.models.tiny import SEED, TINY_FLUX_GEOMETRY, _eval, _t5, flux_vae
 
 if TYPE_CHECKING:
     from diffusers import ChromaPipeline
@@ -22,14 +22,8 @@ if TYPE_CHECKING:
 # Every Linear of the blocks and the approximator has in_features divisible by 32 (group-wise quantisation): hidden
 # 32 (2 heads of 16), MLP 128, single blocks' proj_out 32 + 128, approximator 64 -> 64 -> 32.
 TINY_CHROMA_TRANSFORMER: dict[str, Any] = {
-    "patch_size": 1,
-    "in_channels": 4 * _LATENT_CHANNELS,  # 2x2 packed latents
-    "num_layers": 2,
-    "num_single_layers": 2,
-    "attention_head_dim": 16,
-    "num_attention_heads": 2,
-    "joint_attention_dim": _T5_WIDTH,
-    "axes_dims_rope": (4, 6, 6),  # sums to the head dim
+    **TINY_FLUX_GEOMETRY,
+    "num_single_layers": 6,  # >= 2 single blocks left after a default depth cut (the step caches hook those)
     "approximator_num_channels": 64,  # 16 timestep + 16 guidance + 32 index-embedding channels, as released
     "approximator_hidden_dim": 64,
     "approximator_layers": 2,
@@ -60,8 +54,7 @@ def build_tiny_chroma(transformer_config: dict[str, Any] | None = None) -> Chrom
         pipe = ChromaPipeline(
             transformer=ChromaTransformer2DModel(**(transformer_config or TINY_CHROMA_TRANSFORMER)),
             scheduler=FlowMatchEulerDiscreteScheduler(**_CHROMA_SCHEDULER),
-            # FLUX.1's VAE (Chroma ships it): scale and shift
-            vae=small_vae(_VAE_BLOCKS, _LATENT_CHANNELS, 8, scaling_factor=0.3611, shift_factor=0.1159),
+            vae=flux_vae(),
             text_encoder=text_encoder,
             tokenizer=tokenizer,
         )

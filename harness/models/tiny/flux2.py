@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from harness.models.tiny import _CLIP_MERGES, CLIP_ALL_MERGES, SEED, _clip_bpe, _eval
+from harness.models.tiny import _CLIP_MERGES, CLIP_ALL_MERGES, SEED, _clip_bpe, _eval, flux_scheduler
 
 if TYPE_CHECKING:
     from diffusers import Flux2Pipeline
@@ -73,14 +73,14 @@ CHAT_TEMPLATE = (
     "{%- endfor -%}"
 )
 
-# FLUX.2 [dev] in miniature: 2 double-stream + 3 single-stream blocks, hidden 32 (2 heads of 16), guidance embedding
+# FLUX.2 [dev] in miniature: 2 double-stream + 6 single-stream blocks, hidden 32 (2 heads of 16), guidance embedding
 # on, as the released config (Flux2Transformer2DModel's defaults) apart from the sizes. Every Linear's in_features is
 # a multiple of 32 (group-wise quantisation needs it): 32, 96 (context, ff out), 128 (latents, single out), 256.
 TINY_FLUX2_TRANSFORMER: dict[str, Any] = {
     "patch_size": 1,
     "in_channels": 4 * _LATENT_CHANNELS,  # 2x2 patchified VAE latents
     "num_layers": 2,
-    "num_single_layers": 3,
+    "num_single_layers": 6,  # >= 2 single blocks left after a default depth cut (the step caches hook those)
     "attention_head_dim": 16,
     "num_attention_heads": 2,
     "joint_attention_dim": _HIDDEN_STATE_LAYERS * _TEXT_WIDTH,  # three stacked hidden states of the text encoder
@@ -126,7 +126,7 @@ def build_tiny_flux2(transformer_config: dict[str, Any] | None = None) -> Flux2P
     """A random-weight FLUX.2-dev-like pipeline in float32 on the CPU; `transformer_config` replaces the tiny
     transformer's."""
     import torch
-    from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2Pipeline, Flux2Transformer2DModel
+    from diffusers import AutoencoderKLFlux2, Flux2Pipeline, Flux2Transformer2DModel
     from transformers import Mistral3Config, Mistral3ForConditionalGeneration
 
     with torch.random.fork_rng(devices=[]):
@@ -161,15 +161,7 @@ def build_tiny_flux2(transformer_config: dict[str, Any] | None = None) -> Flux2P
         vae.bn.running_var.copy_(0.5 + torch.rand(channels))
         pipe = Flux2Pipeline(
             transformer=transformer,
-            # FLUX.2-dev's scheduler: resolution-dependent shift (the pipeline passes its empirical mu)
-            scheduler=FlowMatchEulerDiscreteScheduler(
-                shift=3.0,
-                use_dynamic_shifting=True,
-                base_shift=0.5,
-                max_shift=1.15,
-                base_image_seq_len=256,
-                max_image_seq_len=4096,
-            ),
+            scheduler=flux_scheduler(),  # as FLUX.2-dev's (the pipeline passes its empirical mu)
             vae=vae,
             text_encoder=text_encoder,
             tokenizer=processor,

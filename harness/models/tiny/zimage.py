@@ -39,7 +39,7 @@ TINY_ZIMAGE_TRANSFORMER: dict[str, Any] = {
     "all_f_patch_size": (1,),
     "in_channels": _LATENT_CHANNELS,
     "dim": 96,
-    "n_layers": 4,
+    "n_layers": 6,  # >= 2 main layers left after a default depth cut (the step caches hook those)
     "n_refiner_layers": 2,  # as released: 2 noise refiners (image tokens) and 2 context refiners (text tokens)
     "n_heads": 3,
     "n_kv_heads": 3,
