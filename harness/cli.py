@@ -283,7 +283,8 @@ class Recipe(Command):
                    "--output-dir. Recipes: sd3.5-large-turbo-paper (the HierarchicalPrune table on your GPU), "
                    "reference-table (every method on the reference model), and for qwen-image, flux.2-dev, "
                    "z-image-turbo and chroma1-hd a HierarchicalPrune comparison that runs the contribution analysis "
-                   "first (<model>-hierarchicalprune).")
+                   "first (<model>-hierarchicalprune; on the paper's 100 HPSv2 prompts per style, or --limit where "
+                   "fewer).")
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("recipe", help="the recipe")

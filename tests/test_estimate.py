@@ -100,6 +100,25 @@ def test_the_paper_recipe_dry_run_prints_the_whole_plan():
     assert weights[2] < weights[1] < weights[0]  # the cut, then the cut with NF4
 
 
+@pytest.mark.parametrize("model, blocks", [("qwen-image", 60), ("flux.2-dev", 56), ("z-image-turbo", 34),
+                                           ("chroma1-hd", 57)])
+def test_a_new_presets_recipe_analyses_first_on_the_papers_prompt_count(model, blocks):
+    """No published cut exists: step 0 is the contribution analysis, on the paper's whole-block protocol (100 HPSv2
+    prompts per style, one image each, for the original and every block removed), unless --limit asks for fewer."""
+    plan = invoke("recipe", f"{model}-hierarchicalprune", "--dry-run")
+    assert plan.returncode == 0, plan.stderr
+    lines = plan.stdout.splitlines()
+    step = lines.index("0. contribution analysis")
+    assert f"harness analyze --model {model} --metric hpsv2/overall" in lines[step + 1]
+    assert "--limit 100" in lines[step + 1]
+    assert lines[step + 2].startswith(f"   images: hpsv2 {(blocks + 1) * 4 * 100} ")
+    assert plan.stdout.count("images: geneval 2212, hpsv2 3200, latency 0, memory 0") == 6
+    weights = [float(line.split("GPU weights: ")[1].split(" GiB")[0]) for line in lines if "GPU weights:" in line]
+    assert weights[2] < weights[1] < weights[0] and weights[2] < weights[5]  # the cut with NF4 holds the least
+    fewer = invoke("recipe", f"{model}-hierarchicalprune", "--dry-run", "--limit", "5")
+    assert f"images: hpsv2 {(blocks + 1) * 4 * 5} " in fewer.stdout
+
+
 def test_tied_weights_are_counted_once():
     """T5 ties its encoder's token embedding to the shared one: state_dict lists it under both keys, the weights hold
     it once (T5-XXL: 0.25 GiB in bfloat16 that the estimate and the memory suite would count twice)."""

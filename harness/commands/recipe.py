@@ -40,9 +40,12 @@ class Recipe:
     # run `harness analyze` (the model's contribution metric) before the runs: hierarchicalprune then finds its
     # ranking in the cache, for models with no published cut
     analysis: bool = False
+    analysis_limit: int | None = None  # prompts per suite of the analysis (None: as the runs); --limit caps it
 
 
 _PAPER_BUDGET = "0.2"
+# the paper's contribution analysis of whole blocks: HPSv2, 100 prompts per style (400 images per ablation)
+_PAPER_ANALYSIS_PROMPTS = 100
 RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe(
         name="sd3.5-large-turbo-paper",
@@ -124,9 +127,11 @@ def _hierarchicalprune_comparison(model: str, title: str) -> Recipe:
         settings=("geneval.samples_per_prompt=4", "hpsv2.version=v2.1"),
         seed_mode="per-prompt",
         analysis=True,
-        notes=(f"No published cut exists for {title}: `harness analyze` ranks its blocks first (step 0), and "
-               "hierarchicalprune reads that ranking from the cache. Add --set hierarchicalprune.distill_steps=N "
-               "with distill_data (an image-caption folder or a prompt list) to distil.",),
+        analysis_limit=_PAPER_ANALYSIS_PROMPTS,
+        notes=(f"No published cut exists for {title}: `harness analyze` ranks its blocks first (step 0: the "
+               "paper's whole-block protocol, 100 HPSv2 prompts per style), and hierarchicalprune reads that ranking "
+               "from the cache. Add --set hierarchicalprune.distill_steps=N with distill_data (an image-caption "
+               "folder or a prompt list) to distil.",),
     )
 
 
@@ -144,6 +149,11 @@ def get(name: str) -> Recipe:
     return RECIPES[name]
 
 
+def analysis_limit(recipe: Recipe, limit: int | None) -> int | None:
+    """The prompts per suite the recipe's contribution analysis uses: its own count, or --limit where smaller."""
+    return min((n for n in (limit, recipe.analysis_limit) if n), default=None)
+
+
 def analysis_plan(recipe: Recipe, limit: int | None) -> dict[str, Any] | None:
     """The contribution analysis a recipe runs first: its command and images (the original's and one set per
     block removed), or None."""
@@ -155,7 +165,7 @@ def analysis_plan(recipe: Recipe, limit: int | None) -> dict[str, Any] | None:
 
     if not recipe.analysis:
         return None
-    spec = resolve_model(recipe.model)
+    spec, limit = resolve_model(recipe.model), analysis_limit(recipe, limit)
     (suite,) = instantiate(SUITES, [spec.contribution_metric.split("/")[0]], {})
     blocks = len(block_topology(build_architecture(spec)["transformer"]))
     command = ["harness", "analyze", "--model", recipe.model, "--metric", spec.contribution_metric,
@@ -235,8 +245,8 @@ def run_recipe(recipe: Recipe, limit: int | None, extra: list[str], output_dir: 
         from harness.models.loading import resolve_model
 
         scopes = ("sampling.", resolve_model(recipe.model).contribution_metric.split("/")[0] + ".")
-        analyze(AnalyzeOptions(model=recipe.model, limit=limit, seed_mode=recipe.seed_mode, device=device,
-                               batch_size=recipe.batch_size, cache_dir=cache_dir,
+        analyze(AnalyzeOptions(model=recipe.model, limit=analysis_limit(recipe, limit), seed_mode=recipe.seed_mode,
+                               device=device, batch_size=recipe.batch_size, cache_dir=cache_dir,
                                settings=[s for s in [*recipe.settings, *extra] if s.startswith(scopes)],
                                progress=progress))
     for entry in recipe.runs:
