@@ -413,7 +413,7 @@ def test_validation_split_and_no_training_sample_on_request():
     assert prompts == {m["prompt"] for m in SHAPES_V2.split_metadata("validation")}
     test = {m["prompt"] for m in SHAPES_V2.benchmark_metadata()}
     assert prompts & test == {m["prompt"] for m in SHAPES_V2.benchmark_metadata() if m["tag"] == "single_object"}
-    with pytest.raises(UsageError, match="world.*shapes-v1, shapes-v2"):
-        build_params(GenevalShapesSuite.Params, {"world": "shapes-v3"}, "geneval-shapes")
+    with pytest.raises(UsageError, match="world.*shapes-v1, shapes-v2, shapes-v3"):
+        build_params(GenevalShapesSuite.Params, {"world": "shapes-v9"}, "geneval-shapes")
     with pytest.raises(UsageError, match="train_share must be between 0 and 1"):
         build_params(GenevalShapesSuite.Params, {"train_share": "1.5"}, "geneval-shapes")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, harness_env
 
-from harness.reference.world import SHAPES_V2, make_metadata
+from harness.reference.world import TRAINING_WORLD, make_metadata
 
 pytestmark = pytest.mark.slow
 
@@ -48,9 +48,9 @@ def test_train_resume_after_sigkill_matches_uninterrupted_run_and_loads(tmp_path
     card = (tmp_path / "whole" / "README.md").read_text()
     assert "Training device: CPU" in card and "| counting |" in card
     # the model records its world, and the card the prompts training never drew
-    assert json.loads((tmp_path / "whole" / "world.json").read_text()) == {"world": "shapes-v2"}
-    assert "World: shapes-v2" in card and "| task | train | validation | test | test prompts |" in card
-    held_out = SHAPES_V2.prompt_args("counting", "test")
+    assert json.loads((tmp_path / "whole" / "world.json").read_text()) == {"world": "shapes-v3"}
+    assert "World: shapes-v3" in card and "| task | train | validation | test | test prompts |" in card
+    held_out = TRAINING_WORLD.prompt_args("counting", "test")
     assert all(make_metadata("counting", *a)["prompt"].removeprefix("a photo of ") in card for a in held_out)
 
     # the same command, killed once its transformer stage has checkpointed a few steps, then run again

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import re
@@ -94,13 +95,18 @@ def test_metadata_grammar(shapes_world) -> None:
 
 
 # distinct benchmark prompts per task: shapes-v1 has them all (3 shapes, 6 colours, 3 counts, 4 relations);
-# shapes-v2's are its test split's, a quarter of each task's combinations (rounded up) and their same-scene twins
+# shapes-v2's are its test split's, a quarter of each task's combinations (rounded up) and their same-scene twins;
+# shapes-v3's position and color_attr combinations also hold their mirrors (4 prompts each)
 DISTINCT_BENCHMARK_PROMPTS = {
     "shapes-v1": {"single_object": 3, "two_object": 6, "counting": 9, "colors": 18, "position": 24,
                   "color_attr": 100},
     "shapes-v2": {"single_object": 4, "two_object": 2 * 2, "counting": 3, "colors": 6, "position": 6 * 2,
                   "color_attr": 45 * 2},
+    "shapes-v3": {"single_object": 4, "two_object": 2 * 2, "counting": 3, "colors": 6, "position": 3 * 4,
+                  "color_attr": 23 * 4},
 }
+HELD_OUT = pytest.mark.parametrize("held_out", [w for w in world.WORLDS.values() if w.held_out],
+                                   ids=[n for n, w in world.WORLDS.items() if w.held_out])
 
 
 @WORLDS
@@ -126,8 +132,8 @@ def prompts_of(shapes_world: world.World, tag: str, split: str) -> set[str]:
     return {world.make_metadata(tag, *args)["prompt"] for args in shapes_world.prompt_args(tag, split)}
 
 
-def test_held_out_splits_are_disjoint_and_the_training_sampler_never_draws_a_benchmark_prompt() -> None:
-    held_out = world.SHAPES_V2
+@HELD_OUT
+def test_held_out_splits_are_disjoint_and_the_training_sampler_never_draws_a_benchmark_prompt(held_out) -> None:
     assert held_out.held_out_tags() == tuple(t for t in world.TAGS if t != "single_object")
     benchmark = {m["prompt"] for m in held_out.benchmark_metadata()}
     for tag in world.TAGS:
@@ -150,11 +156,11 @@ def test_held_out_splits_are_disjoint_and_the_training_sampler_never_draws_a_ben
     assert len(drawn) == sum(len(prompts_of(held_out, t, "train")) for t in world.TAGS)
 
 
-def test_training_shows_every_value_of_a_factor_with_two_values_of_each_other_factor() -> None:
+@HELD_OUT
+def test_training_shows_every_value_of_a_factor_with_two_values_of_each_other_factor(held_out) -> None:
     """Every word in training is not enough: the first split trained triangles only as "two triangles", with
     "three" and "four triangles" both held out. Each shape is trained with at least two counts, two colours and two
     relations (as subject and as reference), and each count, colour and relation with at least two shapes."""
-    held_out = world.SHAPES_V2
     pairings: dict[tuple[str, str], dict[str, set]] = {}
 
     def meet(kind_a: str, a, kind_b: str, b) -> None:
@@ -177,10 +183,10 @@ def test_training_shows_every_value_of_a_factor_with_two_values_of_each_other_fa
         assert all(len(values) >= 2 for values in met.values()), (kind, other, met)
 
 
-def test_a_held_out_combination_takes_its_same_scene_twins_along() -> None:
+@HELD_OUT
+def test_a_held_out_combination_takes_its_same_scene_twins_along(held_out) -> None:
     """'a circle left of a square' is 'a square right of a circle': both sit in one split, so training never shows
     a benchmark scene under its other caption."""
-    held_out = world.SHAPES_V2
     for tag, split in [(t, s) for t in held_out.held_out_tags() for s in world.SPLITS]:
         for args in held_out.prompt_args(tag, split):
             meta = world.make_metadata(tag, *args)
@@ -195,27 +201,54 @@ def test_a_held_out_combination_takes_its_same_scene_twins_along() -> None:
             assert twin["prompt"] in prompts_of(held_out, tag, split), (meta["prompt"], split)
 
 
-def test_splits_are_fixed_by_the_seed_and_sized_by_share() -> None:
-    held_out = world.SHAPES_V2
+@HELD_OUT
+def test_splits_are_fixed_by_the_seed_and_sized_by_share(held_out) -> None:
     # combinations per task: 6 shape pairs, 12 shape-count pairs, 24 shape-colour pairs, 24 relation pairs, 180
-    # colour-shape pairs of pairs; a quarter (rounded up) test, an eighth (at least one) validation
+    # colour-shape pairs of pairs; with mirrors together, 12 (shape pair, axis) and 90 (shape pair, colour pair);
+    # a quarter (rounded up) test, an eighth (at least one) validation
     combinations = {"two_object": (6, 2), "counting": (12, 1), "colors": (24, 1), "position": (24, 2),
                     "color_attr": (180, 2)}  # (count, prompts each)
+    if held_out.mirrors_together:
+        combinations |= {"position": (12, 4), "color_attr": (90, 4)}
     for tag, (count, per) in combinations.items():
         sizes = [len(held_out.prompt_args(tag, split)) // per for split in world.SPLITS]
         assert sizes == [count - -(-count // 4) - max(1, count // 8), max(1, count // 8), -(-count // 4)], tag
-    code = ("from harness.reference.world import SHAPES_V2 as w; "
+    code = (f"from harness.reference.world import world_named; w = world_named({held_out.name!r}); "
             "print(w.prompt_args('color_attr', 'test')[:3], w.prompt_args('counting', 'test'))")
     runs = {subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, capture_output=True,
                            text=True).stdout for _ in range(2)}
     assert len(runs) == 1  # the same split in every process (no hash randomisation)
-    reseeded = world.World("reseeded", held_out.shapes, held_out=True, split_seed=1)
+    reseeded = dataclasses.replace(held_out, name="reseeded", split_seed=1)
     assert reseeded.prompt_args("color_attr", "test") != held_out.prompt_args("color_attr", "test")
+
+
+def mirror(tag: str, meta: dict) -> str:
+    """The prompt of the mirrored layout: the relation's two shapes swapped, or the two colours' bindings."""
+    a, b = meta["include"]
+    if tag == "position":
+        return world.make_metadata(tag, (b["class"], a["class"]), (), 1, b["position"][0])["prompt"]
+    return world.make_metadata(tag, (a["class"], b["class"]), (b["color"], a["color"]))["prompt"]
+
+
+def test_mirrors_of_held_out_layouts_stay_out_of_training_in_shapes_v3() -> None:
+    """shapes-v2 trained the mirror of every held-out position prompt ('a square left of a circle' for the
+    benchmark's 'a circle left of a square'), and its model drew the mirror; shapes-v3 holds mirrors out together."""
+    for tag in ("position", "color_attr"):
+        for held_out, mirrored_in_training in [(world.SHAPES_V2, True), (world.SHAPES_V3, False)]:
+            train = prompts_of(held_out, tag, "train")
+            for split in ("validation", "test"):
+                held = [world.make_metadata(tag, *args) for args in held_out.prompt_args(tag, split)]
+                share = sum(mirror(tag, meta) in train for meta in held) / len(held)
+                if mirrored_in_training:
+                    assert share > 0.5, (tag, split, share)
+                else:
+                    assert share == 0, (tag, split)
+    assert world.TRAINING_WORLD is world.SHAPES_V3
 
 
 def test_worlds_are_named_and_a_model_folder_records_its_world(tmp_path) -> None:
     assert world.world_named("shapes-v2") is world.SHAPES_V2
-    with pytest.raises(ValueError, match="shapes-v1, shapes-v2"):
+    with pytest.raises(ValueError, match="shapes-v1, shapes-v2, shapes-v3"):
         world.world_named("shapes-v9")
     assert world.trained_world(tmp_path) is world.SHAPES_V1  # saved before models recorded their world
     (tmp_path / world.WORLD_FILE).write_text(json.dumps({"world": "shapes-v2"}))

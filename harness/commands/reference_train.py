@@ -53,7 +53,9 @@ class TrainConfig:
     vae_steps: int = 1200
     vae_batch_size: int = 32
     vae_lr: float = 2e-3
-    steps: int = 5750  # what the compiled step buys in the 5000-step eager run's time
+    steps: int = 6500  # at the 1.0 s per compiled step of the shapes-v2 runs, about 110 min, 125 with the autoencoder;
+    # a 2-core CPU without AVX-512 (seen 2026-12-07) took 1.37 s per autoencoder step against 0.54 and ~1.7 s per
+    # transformer step, too slow for this within 150 min
     batch_size: int = 64  # batch 32 x 8000 steps (1.6x the updates, 0.8x the samples, 112 min) scored worse on the
     # full suite: overall 0.299 against 0.385, colours 0.41 against 0.86
     lr: float = TRAINING_LR  # peak; linear warm-up, then a cosine to zero at `steps` (a constant rate left the last
@@ -65,8 +67,9 @@ class TrainConfig:
     # position and colour attribution were never learned in the earlier trials: show them three times as often; with
     # two_object doubled, two-shape scenes are 8 in 11 of the data (at 1, 1, 1, 1, 2, 2 the model drew both objects as
     # the same shape in 116 of its 121 failed two-object prompts, and scored 0.23 on position and 0.21 on color_attr)
+    # the shapes-v2 attempt at 3 still bound colours at random (0.22 on training prompts): color_attr gets 4
     task_weights: tuple[tuple[str, float], ...] = (("single_object", 1.0), ("two_object", 2.0), ("counting", 1.0),
-                                                  ("colors", 1.0), ("position", 3.0), ("color_attr", 3.0))
+                                                  ("colors", 1.0), ("position", 3.0), ("color_attr", 4.0))
     # torch.compile the transformer's training forward and backward: on a 2-core CPU a whole step took 1.16 s against
     # 1.33 s eager (the model is small enough for op overhead to matter). Needs a C++ compiler (Triton on CUDA):
     # `--set compile=false` trains eagerly where none exists

@@ -6,7 +6,8 @@ A cross was dropped: its arms (a third of an 18 px side) span about 1.5 latent p
 most of the first committed model's failures (22 of 36 on single_object, 20 of 26 on colors).
 shapes-v1 (circle, square, triangle) has 240 prompts and no held-out ones: its benchmark repeats the prompts
 training drew. shapes-v2 adds the diamond, enough for each task but single_object to keep a quarter of its
-combinations for the benchmark and an eighth for validation, never drawn in training (`World`).
+combinations for the benchmark and an eighth for validation, never drawn in training (`World`). shapes-v3 is
+shapes-v2's grammar split with mirrored layouts held out together (`World.mirrors_together`).
 Metadata dicts are byte-for-byte in the format of GenEval's `evaluation_metadata.jsonl`, so GenEval's scoring rules
 apply unchanged with the world's shape names as classes.
 """
@@ -173,12 +174,19 @@ class World:
     combination is a prompt together with every prompt that describes the same scenes, so none of them leaks across
     splits: "a circle and a square" goes with "a square and a circle", "a circle left of a square" with "a square
     right of a circle", "a red circle and a blue square" with "a blue square and a red circle".
+
+    With `mirrors_together`, a position or color_attr combination also takes its mirror along: a pair of shapes on
+    one axis in both orders ("a circle left of a square" with "a square left of a circle"), a pair of shapes with a
+    pair of colours in both bindings ("a red circle and a blue square" with "a blue circle and a red square").
+    Split by scene alone (shapes-v2), training showed the mirror of most held-out layouts, and a model trained
+    on it drew the memorised mirror: 0.115 on held-out position against 0.46 on training prompts.
     """
 
     name: str
     shapes: tuple[str, ...]
     held_out: bool
     split_seed: int = 0
+    mirrors_together: bool = False
 
     def prompt_args(self, tag: str, split: str | None = None) -> tuple[PromptArgs, ...]:
         """The `make_metadata` arguments of every distinct prompt of a tag (of one split when given), in a fixed
@@ -256,6 +264,26 @@ def _same_scenes(tag: str, args: PromptArgs) -> PromptArgs:
     return args
 
 
+def _mirror(tag: str, args: PromptArgs) -> PromptArgs:
+    """The prompt of the mirrored layout (`World.mirrors_together`): the same relation with the shapes swapped,
+    the same colours with the bindings swapped (itself for the other tasks)."""
+    if tag == "position":
+        return ((args[0][1], args[0][0]), *args[1:])
+    if tag == "color_attr":
+        return (args[0], (args[1][1], args[1][0]))
+    return args
+
+
+def _combination(world: World, tag: str, args: PromptArgs) -> frozenset[PromptArgs]:
+    """The prompts that go to one split with `args`: its same-scene twin, and with `mirrors_together` the mirror
+    and the mirror's twin."""
+    together = {args, _same_scenes(tag, args)}
+    if world.mirrors_together:
+        together |= {_mirror(tag, a) for a in together}
+        together |= {_same_scenes(tag, a) for a in together}
+    return frozenset(together)
+
+
 def _leaves(value: Any) -> set[Any]:
     return set().union(*map(_leaves, value)) if isinstance(value, tuple) else {value}
 
@@ -298,7 +326,7 @@ def _split_of(world: World, tag: str) -> dict[PromptArgs, str]:
     every = _all_prompt_args(world.shapes, tag)
     if tag not in world.held_out_tags():
         return {}
-    combinations = list(dict.fromkeys(frozenset({a, _same_scenes(tag, a)}) for a in every))
+    combinations = list(dict.fromkeys(_combination(world, tag, a) for a in every))
     n_test = -(-len(combinations) // TEST_SHARE)
     n_validation = max(1, len(combinations) // VALIDATION_SHARE)
     words = _leaves(every)
@@ -326,8 +354,9 @@ def _split_prompt_args(world: World, tag: str, split: str) -> tuple[PromptArgs, 
 
 SHAPES_V1 = World("shapes-v1", ("circle", "square", "triangle"), held_out=False)
 SHAPES_V2 = World("shapes-v2", ("circle", "square", "triangle", "diamond"), held_out=True)
-WORLDS: dict[str, World] = {w.name: w for w in (SHAPES_V1, SHAPES_V2)}
-TRAINING_WORLD = SHAPES_V2  # what `harness reference train` trains on by default
+SHAPES_V3 = World("shapes-v3", SHAPES_V2.shapes, held_out=True, mirrors_together=True)
+WORLDS: dict[str, World] = {w.name: w for w in (SHAPES_V1, SHAPES_V2, SHAPES_V3)}
+TRAINING_WORLD = SHAPES_V3  # what `harness reference train` trains on by default
 WORLD_FILE = "world.json"  # in a trained model's folder: the name of the world it was trained on
 
 
