@@ -259,7 +259,15 @@ def test_baselines_quantisers_and_speed_methods_run(name, method, dirs):
     assert np.isfinite(float(read_results(run.stdout)["metrics"]["fidelity/psnr"]))
 
 
+# Sharding (batch i to process i % world_size, per-request generators) is the same code for every family; what is
+# the family's own, its noise, is checked against each pipeline above, and SD3's sharded run is in
+# test_interrupt_and_shard.py. So two more, not seven (about 40 s each): FLUX.1's packed latents (shared with Chroma)
+# and Qwen-Image's two forwards per step.
+SHARDED_MODELS = ["tiny-flux", "tiny-qwenimage"]
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("name", SHARDED_MODELS)
 def test_a_two_process_accelerate_run_draws_the_images_of_one_process(name, tmp_path):
     """Sharded with `accelerate launch`: the same images, bit for bit, and the same metrics as one process."""
     # one thread per process in both runs, as accelerate sets for its workers (a matmul's last bits can depend on it)
