@@ -11,10 +11,10 @@ in file order), not a file prefix, which would hold only single_object prompts. 
 position in the metadata, whatever the limit, and the request list of a limit is a prefix of the full one.
 
 The world is the one the committed reference model was trained on unless `world` names another. In a world with
-held-out prompts (shapes-v2, shapes-v3) the benchmark is its test split, which training never drew, and the suite also scores the
-same model on a matched sample of training prompts (`train_share` of the benchmark prompts scored, the same tag
-proportions and image seeds, prompt indices after the benchmark's): `train_overall`, and `generalisation_gap`, what
-the model loses once a prompt is new. A compression that hurts composition widens the gap.
+held-out prompts (shapes-v2, shapes-v3) the benchmark is its test split, which training never drew, and the suite
+also scores the same model on a matched sample of training prompts (`train_share` of the benchmark prompts scored,
+the same tag proportions and image seeds, prompt indices after the benchmark's): `train_overall`, and
+`generalisation_gap`, what the model loses once a prompt is new. A compression that hurts composition widens the gap.
 """
 
 from __future__ import annotations
@@ -54,8 +54,8 @@ class GenevalShapesSuite(GenevalStyleSuite):
 
     @dataclass(frozen=True)
     class Params(GenevalStyleSuite.Params):
-        world: str | None = None  # shapes-v1, shapes-v2 or shapes-v3; default (resolved here, so runs record the name): the
-        # world the committed reference model was trained on
+        world: str | None = None  # shapes-v1, shapes-v2 or shapes-v3; default (resolved here, so runs record the
+        # name): the world the committed reference model was trained on
         split: Literal["test", "validation"] = "test"  # whose prompts make the benchmark (validation: training's own
         # periodic evaluation)
         train_share: float = 0.25  # training prompts scored per benchmark prompt (held-out worlds); 0: none
