@@ -18,8 +18,11 @@ def default_cache_dir() -> Path:
 
 @dataclass(frozen=True)
 class Context:
-    """The run's cache folder, device and progress setting, as plugins see them."""
+    """The run's cache folder, device and progress setting, as plugins see them, and the local folder its weights load
+    from (`--weights`, or `--model` given as a folder; None for a hub id, a model built from config or random weights),
+    so a suite can read what the model folder says of itself (geneval-shapes: the world it was trained on)."""
 
     cache_dir: Path = field(default_factory=default_cache_dir)
     device: str = "cpu"
     progress: bool = True
+    weights_folder: Path | None = None

@@ -10,7 +10,8 @@ images and of prompts with at least one correct image (`suites.geneval_base`).
 in file order), not a file prefix, which would hold only single_object prompts. A prompt's `prompt_index` is its
 position in the metadata, whatever the limit, and the request list of a limit is a prefix of the full one.
 
-The world is the one the committed reference model was trained on unless `world` names another. In a world with
+The world is the one the model under test was trained on (the `world.json` of its weights folder, else the committed
+reference model's) unless `world` names another. In a world with
 held-out prompts (shapes-v2, shapes-v3) the benchmark is its test split, which training never drew, and the suite
 also scores the same model on a matched sample of training prompts (`train_share` of the benchmark prompts scored,
 the same tag proportions and image seeds, prompt indices after the benchmark's): `train_overall`, and
@@ -19,6 +20,7 @@ the same tag proportions and image seeds, prompt indices after the benchmark's):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -54,22 +56,30 @@ class GenevalShapesSuite(GenevalStyleSuite):
 
     @dataclass(frozen=True)
     class Params(GenevalStyleSuite.Params):
-        world: str | None = None  # shapes-v1, shapes-v2 or shapes-v3; default (resolved here, so runs record the
-        # name): the world the committed reference model was trained on
+        world: str | None = None  # shapes-v1, shapes-v2 or shapes-v3; default (resolved when the suite is built, so
+        # runs record the name): the world of the run's weights folder, else of the committed reference model
         split: Literal["test", "validation"] = "test"  # whose prompts make the benchmark (validation: training's own
         # periodic evaluation)
         train_share: float = 0.25  # training prompts scored per benchmark prompt (held-out worlds); 0: none
 
         def __post_init__(self) -> None:
             super().__post_init__()
-            from harness.models.reference import WEIGHTS_DIR
-            from harness.reference.world import trained_world, world_named
+            from harness.reference.world import world_named
 
-            if self.world is None:
-                object.__setattr__(self, "world", trained_world(WEIGHTS_DIR).name)
-            world_named(self.world)  # an unknown name is a ValueError naming the worlds
+            if self.world is not None:
+                world_named(self.world)  # an unknown name is a ValueError naming the worlds
             if not 0 <= self.train_share <= 1:
                 raise ValueError("train_share must be between 0 and 1")
+
+    def __init__(self, params: Any = None, context: Any = None) -> None:
+        super().__init__(params, context)
+        if self.params.world is None:
+            from harness.models.reference import WEIGHTS_DIR
+            from harness.reference.world import WORLD_FILE, trained_world
+
+            folder = self.context.weights_folder
+            source = folder if folder is not None and (folder / WORLD_FILE).is_file() else WEIGHTS_DIR
+            self.params = dataclasses.replace(self.params, world=trained_world(source).name)
 
     def world(self) -> Any:
         from harness.reference.world import world_named

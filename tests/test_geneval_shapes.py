@@ -417,3 +417,26 @@ def test_validation_split_and_no_training_sample_on_request():
         build_params(GenevalShapesSuite.Params, {"world": "shapes-v9"}, "geneval-shapes")
     with pytest.raises(UsageError, match="train_share must be between 0 and 1"):
         build_params(GenevalShapesSuite.Params, {"train_share": "1.5"}, "geneval-shapes")
+
+
+def test_the_world_follows_the_weights_under_test(tmp_path):
+    """`--weights DIR` of a model trained on another world scores that world's benchmark, not the committed model's
+    (whose training captions could be the other world's test prompts)."""
+    from harness.commands.setup import ModelOptions, process_context
+    from harness.context import Context
+    from harness.reference.world import WORLD_FILE, trained_world
+
+    trained = tmp_path / "trained"
+    trained.mkdir()
+    (trained / WORLD_FILE).write_text(json.dumps({"world": "shapes-v2"}))
+    _, context = process_context(ModelOptions(model="reference", weights=str(trained), device="cpu",
+                                              cache_dir=tmp_path / "cache"))
+    assert context.weights_folder == trained
+    assert GenevalShapesSuite(None, context).params.world == "shapes-v2"
+    assert GenevalShapesSuite(None, Context(weights_folder=tmp_path)).params.world == trained_world(WEIGHTS_DIR).name
+    assert GenevalShapesSuite(None, Context()).params.world == trained_world(WEIGHTS_DIR).name
+    named = GenevalShapesSuite(GenevalShapesSuite.Params(world="shapes-v3"), context)
+    assert named.params.world == "shapes-v3" and named.resolved_params()["world"] == "shapes-v3"
+    _, hub = process_context(ModelOptions(model="stabilityai/stable-diffusion-3.5-large", device="cpu",
+                                          cache_dir=tmp_path / "cache"))
+    assert hub.weights_folder is None

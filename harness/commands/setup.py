@@ -85,8 +85,10 @@ def process_context(options: ModelOptions) -> tuple[Any, Context]:
     check_output_folder(Path(options.cache_dir), "--cache-dir (or $HARNESS_CACHE_DIR)", "the cache")
     _loading_bars(options.progress)
     state = distributed_state(options.device)
+    folders = [Path(p).expanduser() for p in (options.weights, options.model) if p is not None]
     context = Context(cache_dir=Path(options.cache_dir), device=resolve_device(options.device, state),
-                      progress=options.progress and state.is_main_process)
+                      progress=options.progress and state.is_main_process,
+                      weights_folder=next((f for f in folders if f.is_dir()), None))
     return state, context
 
 
