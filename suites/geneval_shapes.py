@@ -11,11 +11,11 @@ in file order), not a file prefix, which would hold only single_object prompts. 
 position in the metadata, whatever the limit, and the request list of a limit is a prefix of the full one.
 
 The world is the one the model under test was trained on (the `world.json` of its weights folder, else the committed
-reference model's) unless `world` names another. In a world with
-held-out prompts (shapes-v2, shapes-v3) the benchmark is its test split, which training never drew, and the suite
-also scores the same model on a matched sample of training prompts (`train_share` of the benchmark prompts scored,
-the same tag proportions and image seeds, prompt indices after the benchmark's): `train_overall`, and
-`generalisation_gap`, what the model loses once a prompt is new. A compression that hurts composition widens the gap.
+reference model's) unless `world` names another. In a world with held-out prompts (shapes-v2, shapes-v3) the
+benchmark is its test split, which training never drew, and the suite also scores the same model on a matched sample
+of training prompts (`train_share` of the benchmark prompts scored, the same tag proportions and image seeds, prompt
+indices after the benchmark's): `train_overall`, and `generalisation_gap`, what the model loses once a prompt is new.
+A compression that hurts composition widens the gap.
 """
 
 from __future__ import annotations

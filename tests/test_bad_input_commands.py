@@ -33,6 +33,8 @@ def _ranking(blocks: int = 4, **changes: object) -> dict:
 
 # name -> files to create in tmp (relative path -> text, or None for a folder)
 FILES: dict[str, dict[str, str | None]] = {
+    "world file unknown world": {"w/world.json": json.dumps({"world": "shapes-v9"})},
+    "world file not json": {"w/world.json": "{half"},
     "ranking missing field": {"r.json": json.dumps({k: v for k, v in _ranking().items() if k != "base_score"})},
     "ranking string score": {"r.json": json.dumps(_ranking(ablations=[{"key": "0", "score": "high"}]))},
     "ranking nan score": {"r.json": json.dumps(_ranking(ablations=[{"key": "0", "score": "nan"}]))},
@@ -131,6 +133,10 @@ CASES: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
      ("rtx9999",)),
     ("prompts file missing", ("run", *TINY, "--set", "fidelity.prompts={tmp}/absent.txt"), ("absent.txt",)),
     ("prompts file empty", ("run", *TINY, "--set", "fidelity.prompts={tmp}/p.txt"), ("p.txt",)),
+    ("world file unknown world", ("run", "--model", "reference", "--weights", "{tmp}/w", "--suite", "geneval-shapes"),
+     ("{tmp}/w/world.json", "'shapes-v9', which does not exist", "--set geneval-shapes.world")),
+    ("world file not json", ("run", "--model", "reference", "--weights", "{tmp}/w", "--suite", "geneval-shapes"),
+     ("{tmp}/w/world.json does not name the model's world", "shapes-v1, shapes-v2, shapes-v3")),
     ("metadata bad line", ("run", *TINY, "--suite", "geneval-shapes", "--set", "geneval-shapes.metadata={tmp}/m.jsonl"),
      ("m.jsonl:2",)),
     ("metadata unknown class", ("run", *TINY, "--suite", "geneval-shapes", "--set",

@@ -419,7 +419,7 @@ def test_validation_split_and_no_training_sample_on_request():
         build_params(GenevalShapesSuite.Params, {"train_share": "1.5"}, "geneval-shapes")
 
 
-def test_the_world_follows_the_weights_under_test(tmp_path):
+def test_the_world_follows_the_weights_under_test(tmp_path, monkeypatch):
     """`--weights DIR` of a model trained on another world scores that world's benchmark, not the committed model's
     (whose training captions could be the other world's test prompts)."""
     from harness.commands.setup import ModelOptions, process_context
@@ -440,3 +440,12 @@ def test_the_world_follows_the_weights_under_test(tmp_path):
     _, hub = process_context(ModelOptions(model="stabilityai/stable-diffusion-3.5-large", device="cpu",
                                           cache_dir=tmp_path / "cache"))
     assert hub.weights_folder is None
+    # a registered name is the registered model even beside a folder of that name; random weights have no folder
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "reference").mkdir()
+    (tmp_path / "random").mkdir()
+    for options in (ModelOptions(model="reference"), ModelOptions(model="reference", weights="random")):
+        _, context = process_context(dataclasses.replace(options, device="cpu", cache_dir=tmp_path / "cache"))
+        assert context.weights_folder is None
+    _, folder_model = process_context(ModelOptions(model=str(trained), device="cpu", cache_dir=tmp_path / "cache"))
+    assert folder_model.weights_folder == trained

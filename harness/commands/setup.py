@@ -11,7 +11,7 @@ from typing import Any
 from harness.context import Context, default_cache_dir
 from harness.errors import UsageError
 from harness.params import build_params
-from harness.registry import DEFAULT_MODEL, Registry
+from harness.registry import DEFAULT_MODEL, MODELS, Registry
 
 
 @dataclass
@@ -85,11 +85,21 @@ def process_context(options: ModelOptions) -> tuple[Any, Context]:
     check_output_folder(Path(options.cache_dir), "--cache-dir (or $HARNESS_CACHE_DIR)", "the cache")
     _loading_bars(options.progress)
     state = distributed_state(options.device)
-    folders = [Path(p).expanduser() for p in (options.weights, options.model) if p is not None]
     context = Context(cache_dir=Path(options.cache_dir), device=resolve_device(options.device, state),
-                      progress=options.progress and state.is_main_process,
-                      weights_folder=next((f for f in folders if f.is_dir()), None))
+                      progress=options.progress and state.is_main_process, weights_folder=weights_folder(options))
     return state, context
+
+
+def weights_folder(options: ModelOptions) -> Path | None:
+    """The local folder the weights load from, as `load_model` reads the options: --weights when it is a folder
+    (random weights are not), else --model when it is a folder and no registered name (`resolve_model`)."""
+    from harness.models.random_weights import random_seed
+
+    if options.weights is not None:
+        folder = Path(options.weights).expanduser()
+        return folder if random_seed(options.weights) is None and folder.is_dir() else None
+    folder = Path(options.model).expanduser()
+    return folder if options.model not in MODELS.names() and folder.is_dir() else None
 
 
 def instantiate(registry: Registry, names: list[str], settings: dict[str, dict[str, str]],

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from harness.errors import UsageError
 from harness.geneval_rules import POSITION_MARGIN as POSITION_SHRINK
 
 IMAGE_SIZE = 64
@@ -372,7 +373,14 @@ def trained_world(folder: Path) -> World:
     path = Path(folder) / WORLD_FILE
     if not path.is_file():
         return SHAPES_V1
-    return world_named(json.loads(path.read_text())["world"])
+    fix = f'write {{"world": NAME}} there with one of {", ".join(WORLDS)}, or name one with --set geneval-shapes.world'
+    try:
+        name = json.loads(path.read_text())["world"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"{path} does not name the model's world ({exc.__class__.__name__}: {exc}): {fix}") from None
+    if name not in WORLDS:
+        raise UsageError(f"{path} names the world {name!r}, which does not exist: {fix}")
+    return WORLDS[name]
 
 
 def _place(rng: random.Random, shapes_colors: list[tuple[str, str]], relation: str | None) -> Scene | None:
