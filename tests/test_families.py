@@ -165,13 +165,14 @@ def test_a_saved_pipeline_loads_back_drawing_the_same_images(name, tmp_path):
     reloaded = family.pipeline_class().from_pretrained(tmp_path, **absent)
     for attribute, module in pipe.components.items():
         if isinstance(module, torch.nn.Module):
-            saved, loaded = module.state_dict(), reloaded.components[attribute].state_dict()
+            loaded_module = reloaded.components[attribute]
+            saved, loaded = module.state_dict(), loaded_module.state_dict()
             assert saved.keys() == loaded.keys(), attribute
             assert all(torch.equal(saved[k], loaded[k]) for k in saved), attribute
             # tensors read from a safetensors file start where the file's header ends, not on a 64-byte boundary, and
             # on CPUs without AVX-512 the matmul kernels then sum in another order (images 1e-6 apart); the same
             # values in freshly allocated memory draw the same images bit for bit
-            for tensor in [*reloaded.components[attribute].parameters(), *reloaded.components[attribute].buffers()]:
+            for tensor in [*loaded_module.parameters(), *loaded_module.buffers()]:
                 tensor.data = tensor.data.clone()
     kwargs = {**family.call_kwargs(spec.sampling, 1), "num_inference_steps": 2, "output_type": "np"}
     for p in (pipe, reloaded):
